@@ -1,0 +1,30 @@
+#!/bin/sh
+# make bench: lmforge against PyTorch (transformers) on the same shapes and threads, side by
+# side in one script, plus the GEMM library comparison. Usage: bench/run.sh BUILD_DIR
+set -eu
+BUILD=${1:-build}
+PY=${LMF_PY:-.venv/bin/python}
+THREADS=${BENCH_THREADS:-2}
+STEPS=${BENCH_STEPS:-5}
+export OMP_NUM_THREADS=$THREADS
+
+echo "== GEMM libraries on our shapes =="
+"$BUILD/bench/bench_gemm" "$THREADS" 1024
+
+for mode in full lora; do
+    echo
+    echo "== forward+backward, llama-110m, batch 4 x 256, $THREADS threads, f32, $mode =="
+    ours=$("$BUILD/bench/bench_train_step" --preset llama-110m --batch 4 --seq 256 --threads "$THREADS" --steps "$STEPS" --mode $mode)
+    ref=$("$PY" bench/torch_train_step.py --preset llama-110m --batch 4 --seq 256 --threads "$THREADS" --steps "$STEPS" --mode $mode)
+    echo "$ours"
+    echo "$ref"
+    "$PY" - "$ours" "$ref" <<'PYEOF'
+import json, sys
+o, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"{'':10} {'ms/step':>10} {'tokens/s':>10} {'peak RSS MB':>12}")
+for name, d in (("lmforge", o), ("pytorch", r)):
+    print(f"{name:10} {d['ms_per_step']:>10.1f} {d['tokens_per_s']:>10.1f} {d['peak_rss_mb']:>12.0f}")
+print(f"ratio lmforge/pytorch tokens/s: {o['tokens_per_s'] / r['tokens_per_s']:.2f}x "
+      f"(target >= 1.0x); memory ratio {o['peak_rss_mb'] / r['peak_rss_mb']:.2f}x")
+PYEOF
+done

@@ -1,0 +1,171 @@
+/* The Llama-family transformer: configuration (from Hugging Face config.json), weights in one
+ * contiguous float32 buffer carved by a parameter table (llm.c style), forward and backward
+ * passes, and LoRA adapters. Layouts follow Hugging Face: a linear weight is (out, in). */
+#ifndef LMFORGE_MODEL_H
+#define LMFORGE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lmforge/core.h"
+#include "lmforge/tensor.h"
+
+typedef enum lmf_arch { LMF_ARCH_LLAMA, LMF_ARCH_MISTRAL, LMF_ARCH_QWEN2, LMF_ARCH_QWEN3 } lmf_arch;
+typedef enum lmf_rope_kind { LMF_ROPE_DEFAULT, LMF_ROPE_LINEAR, LMF_ROPE_LLAMA3 } lmf_rope_kind;
+
+typedef struct lmf_model_config {
+    lmf_arch arch;
+    int hidden;   /* C */
+    int layers;   /* L */
+    int heads;    /* H */
+    int kv_heads; /* KVH, divides H */
+    int head_dim; /* D */
+    int ffn;      /* F, intermediate_size */
+    int vocab;    /* V */
+    int max_pos;
+    float rms_eps, rope_theta, init_range;
+    int tied;           /* lm_head shares the embedding */
+    int attn_bias;      /* q/k/v biases (Qwen2) */
+    int qk_norm;        /* per-head RMSNorm of q and k before RoPE (Qwen3) */
+    int sliding_window; /* 0 = none */
+    lmf_rope_kind rope_kind;
+    float rope_factor, rope_low_freq, rope_high_freq;
+    int rope_orig_max_pos;
+    lmf_dtype file_dtype; /* torch_dtype: what save writes */
+    int bos_id, eos_id;   /* -1 when absent */
+} lmf_model_config;
+
+const char *lmf_arch_hf_name(lmf_arch a); /* "LlamaForCausalLM" ... */
+/* Parses a config.json text / file; errors name the file and key. */
+int lmf_model_config_load(lmf_model_config *cfg, const char *path);
+int lmf_model_config_validate(const lmf_model_config *cfg, const char *what);
+/* Renders config.json (caller frees). */
+char *lmf_model_config_to_json(const lmf_model_config *cfg);
+/* Fills a named preset ("tiny", "llama-110m", "smollm-135m") for arch. */
+int lmf_model_preset(lmf_model_config *cfg, lmf_arch arch, const char *preset);
+int lmf_arch_parse(const char *name, lmf_arch *out); /* "llama", "mistral", "qwen2", "qwen3" */
+/* inv_freq[i] for i < D/2, with rope scaling applied as transformers does. */
+void lmf_rope_inv_freq(const lmf_model_config *cfg, float *inv_freq);
+
+/* The seven linear layers of a block, as PEFT's target_modules name them. */
+typedef enum lmf_linear_id {
+    LMF_Q,
+    LMF_K,
+    LMF_V,
+    LMF_O,
+    LMF_GATE,
+    LMF_UP,
+    LMF_DOWN,
+    LMF_N_LINEAR
+} lmf_linear_id;
+const char *lmf_linear_name(lmf_linear_id id);      /* "q_proj" ... */
+const char *lmf_linear_hf_prefix(lmf_linear_id id); /* "self_attn.q_proj" ... */
+
+/* One entry of the parameter table: a named slice of the flat parameter buffer. */
+typedef struct lmf_param {
+    char name[96]; /* Hugging Face name, e.g. model.layers.3.mlp.up_proj.weight */
+    int ndim;
+    int64_t shape[2];
+    size_t offset, numel; /* in floats */
+    int layer;            /* -1 for embedding / final norm / lm_head */
+    int is_norm_or_bias;  /* no weight decay */
+} lmf_param;
+
+typedef struct lmf_layer_weights {
+    float *attn_norm;       /* (C) */
+    float *w[LMF_N_LINEAR]; /* q (H*D, C), k/v (KVH*D, C), o (C, H*D),
+                               gate/up (F, C), down (C, F) */
+    float *bq, *bk, *bv;    /* (H*D), (KVH*D), (KVH*D); NULL unless attn_bias */
+    float *q_norm, *k_norm; /* (D); NULL unless qk_norm */
+    float *mlp_norm;        /* (C) */
+} lmf_layer_weights;
+
+typedef struct lmf_weights {
+    float *embed;      /* (V, C) */
+    float *final_norm; /* (C) */
+    float *lm_head;    /* (V, C); == embed when tied */
+    lmf_layer_weights *layers;
+} lmf_weights;
+
+/* LoRA adapter on a subset of the linears of every layer: y += (alpha/r) B A dropout(x). */
+typedef struct lmf_lora {
+    int r;
+    float alpha, dropout;
+    float scale; /* alpha / r, or alpha / sqrt(r) with use_rslora */
+    int use_rslora;
+    unsigned targets; /* bit (1 << lmf_linear_id) */
+    int n_params;
+    lmf_param
+        *table; /* PEFT names: base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight */
+    size_t numel;
+    float *params, *grads; /* flat; grads NULL until lmf_lora_enable_grads */
+    int n_slots;           /* layers * LMF_N_LINEAR */
+    float **A, **B; /* [layer * LMF_N_LINEAR + id]: A (r, in), B (out, r); NULL if untargeted */
+    float **dA, **dB;
+    lmf_rng dropout_rng;
+} lmf_lora;
+
+typedef struct lmf_acts lmf_acts; /* saved activations, model.c private */
+
+typedef struct lmf_model {
+    lmf_model_config cfg;
+    const lmf_backend *be;
+    int n_params;
+    lmf_param *table;
+    size_t numel;
+    float *params;      /* flat, be->alloc'd */
+    float *grads;       /* same layout; NULL unless lmf_model_enable_grads */
+    uint8_t *trainable; /* per table entry; grads only computed for these */
+    lmf_weights w, g;   /* pointers into params / grads */
+    float *inv_freq;    /* (D/2) */
+    lmf_lora *lora;     /* borrowed; NULL for none */
+    lmf_acts *acts;
+} lmf_model;
+
+/* A batch of B rows of T tokens. labels follow Hugging Face (unshifted, -100 ignored): the
+ * prediction at token t is scored against labels[t+1] when t+1 is in the same row and
+ * segment. pos and seg may be NULL (0..T-1 and one segment per row). */
+typedef struct lmf_batch {
+    int B, T;
+    const int32_t *ids, *labels, *pos, *seg;
+} lmf_batch;
+
+/* Creation: from a Hugging Face folder (config.json + safetensors), or random init. */
+int lmf_model_load(lmf_model **out, const char *dir, const lmf_backend *be);
+int lmf_model_create(lmf_model **out, const lmf_model_config *cfg, const lmf_backend *be);
+void lmf_model_init_random(lmf_model *m, uint64_t seed); /* as transformers initialises */
+void lmf_model_free(lmf_model *m);
+/* Writes config.json + model.safetensors (in cfg.file_dtype) into dir. */
+int lmf_model_save(const lmf_model *m, const char *dir);
+const lmf_param *lmf_model_find_param(const lmf_model *m, const char *name);
+
+/* Gradients: allocates the gradient buffer and marks every parameter trainable (full
+ * fine-tuning); lmf_model_set_trainable narrows it. With no grads enabled (e.g. LoRA) the
+ * base is frozen and no base gradient is computed or stored. */
+int lmf_model_enable_grads(lmf_model *m);
+void lmf_model_zero_grads(lmf_model *m);
+
+/* Forward: writes the mean loss over labelled targets to *loss (NaN-free; 0 targets -> 0)
+ * and, when logits is non-NULL, copies the (B*T, V) logits there. With want_grad the pass
+ * keeps what backward needs. n_targets (may be NULL) gets the number of scored tokens.
+ * per_token_logprob (may be NULL) gets log p(target) per token (0 where no target). */
+int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *loss,
+                      int64_t *n_targets, float *logits, float *per_token_logprob);
+/* Backward for the last forward (want_grad): adds d(loss)/d(param) into the enabled
+ * gradients (base and/or LoRA). */
+int lmf_model_backward(lmf_model *m);
+
+/* LoRA */
+int lmf_lora_parse_targets(const char *list, unsigned *targets); /* "q_proj,v_proj" or "all" */
+int lmf_lora_create(lmf_lora **out, const lmf_model *m, int r, float alpha, float dropout,
+                    unsigned targets);
+/* PEFT's initialisation: A Kaiming-uniform (a = sqrt 5), B zero. */
+void lmf_lora_init(lmf_lora *l, const lmf_model *m, uint64_t seed);
+int lmf_lora_enable_grads(lmf_lora *l);
+void lmf_lora_zero_grads(lmf_lora *l);
+void lmf_lora_free(lmf_lora *l);
+/* PEFT format: adapter_config.json + adapter_model.safetensors. */
+int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir);
+int lmf_lora_load(lmf_lora **out, const lmf_model *m, const char *dir);
+
+#endif

@@ -1,0 +1,108 @@
+/* Tensor layer: element types, and the compute backend through which the model does all of its
+ * arithmetic. Model code never touches activation memory directly; it calls lmf_backend ops on
+ * buffers the backend allocated, so a CUDA backend (cuBLAS + own kernels) plugs in as another
+ * table without model changes. Two CPU tables exist: "cpu" (GEMM library + OpenMP/AVX-512
+ * kernels) and "ref" (plain C, the oracle each fast kernel is tested against).
+ * All matrices are row-major float32; weights are stored as Hugging Face stores them,
+ * (out_features, in_features), so a linear layer is y = x W^T. */
+#ifndef LMFORGE_TENSOR_H
+#define LMFORGE_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum lmf_dtype { LMF_F32, LMF_BF16, LMF_F16, LMF_DTYPE_COUNT } lmf_dtype;
+
+size_t lmf_dtype_size(lmf_dtype t);
+const char *lmf_dtype_name(lmf_dtype t); /* safetensors spelling: "F32", "BF16", "F16" */
+int lmf_dtype_parse(const char *name, lmf_dtype *out); /* 0 or LMF_EUNSUPPORTED */
+
+float lmf_bf16_to_f32(uint16_t h);
+uint16_t lmf_f32_to_bf16(float f); /* round to nearest even, NaN kept */
+float lmf_f16_to_f32(uint16_t h);
+uint16_t lmf_f32_to_f16(float f);
+/* Converts n elements of type t at src into float32. */
+void lmf_convert_to_f32(float *dst, const void *src, lmf_dtype t, size_t n);
+void lmf_convert_from_f32(void *dst, lmf_dtype t, const float *src, size_t n);
+
+/* Attention geometry for one call: B rows of T tokens, H query heads, KVH key/value heads
+ * (H % KVH == 0, grouped-query attention), head size D. Token t of row b is row b*T+t of the
+ * q (stride H*D), k and v (stride KVH*D) matrices. seg[b*T+t] is the token's segment id:
+ * a query attends to keys of the same row and segment at positions <= its own (causal), so
+ * packed sequences never see each other. */
+typedef struct lmf_attn_shape {
+    int B, T, H, KVH, D;
+    float scale; /* usually 1/sqrt(D) */
+} lmf_attn_shape;
+
+typedef struct lmf_backend {
+    const char *name;
+    void *(*alloc)(size_t bytes); /* zero-filled; NULL when out of memory */
+    void (*free)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+
+    /* C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T; A is M x K after op, B is K x N. */
+    void (*gemm)(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                 int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+    /* out[i, :] = table[ids[i], :]; C columns. */
+    void (*embed_fwd)(float *out, const float *table, const int32_t *ids, int n, int C);
+    /* dtable[ids[i], :] += dout[i, :] (serial over i: duplicate ids accumulate). */
+    void (*embed_bwd)(float *dtable, const float *dout, const int32_t *ids, int n, int C);
+
+    /* out = x * rsqrt(mean(x^2) + eps) * w over rows of C; rstd[i] saved for backward.
+     * Any of out/x may alias. */
+    void (*rmsnorm_fwd)(float *out, float *rstd, const float *x, const float *w, int n, int C,
+                        float eps);
+    /* dx (+)= d/dx, dw += d/dw (dw may be NULL when frozen). accumulate != 0 adds into dx. */
+    void (*rmsnorm_bwd)(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                        const float *rstd, int n, int C, int accumulate);
+
+    /* y += bias over rows; dbias += column sums of dy. */
+    void (*bias_fwd)(float *y, const float *bias, int n, int C);
+    void (*bias_bwd)(float *dbias, const float *dy, int n, int C);
+
+    /* Rotary embedding in Hugging Face's rotate-half layout on x (n rows of heads*D, stride
+     * ld), in place. Angle for pair i at token t: pos[t] * inv_freq[i]. inverse != 0 applies
+     * the transposed rotation (the backward pass). */
+    void (*rope)(float *x, int ld, const int32_t *pos, const float *inv_freq, int n, int heads,
+                 int D, int inverse);
+
+    /* Causal, segment-masked grouped-query attention. out: (B*T, H*D); lse: (B, H, T) log-sum-exp
+     * of each query's scaled scores, saved for backward. */
+    void (*attn_fwd)(float *out, float *lse, const float *q, const float *k, const float *v,
+                     const int32_t *seg, const lmf_attn_shape *s);
+    /* dq, dk, dv are overwritten. */
+    void (*attn_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                     const float *lse, const float *q, const float *k, const float *v,
+                     const int32_t *seg, const lmf_attn_shape *s);
+
+    /* h = silu(gate) * up; backward gives dgate, dup (may overwrite gate/up? no: separate). */
+    void (*swiglu_fwd)(float *h, const float *gate, const float *up, size_t n);
+    void (*swiglu_bwd)(float *dgate, float *dup, const float *dh, const float *gate,
+                       const float *up, size_t n);
+
+    /* y += x (n elements) and y *= a. */
+    void (*add)(float *y, const float *x, size_t n);
+    void (*scale)(float *y, float a, size_t n);
+
+    /* Cross-entropy of rows of logits (n x V) against targets (-100 = ignored). losses[i]
+     * gets -log softmax[target] (0 when ignored). When dlogits is non-NULL the rows are
+     * replaced by grad_scale * (softmax - onehot) (zero rows for ignored targets); dlogits may
+     * alias logits. logprobs non-NULL receives log softmax[target]. */
+    void (*xent)(float *losses, float *dlogits, const float *logits, const int32_t *targets, int n,
+                 int V, float grad_scale);
+} lmf_backend;
+
+const lmf_backend *lmf_backend_cpu(void);
+const lmf_backend *lmf_backend_ref(void);
+/* "cpu" or "ref"; NULL if unknown. */
+const lmf_backend *lmf_backend_by_name(const char *name);
+
+/* Sets the one thread pool (OpenMP, and the GEMM library on the same pool). */
+void lmf_compute_set_threads(int n);
+/* Describes the GEMM library compiled in ("OpenBLAS 0.3.21 (OpenMP)", "oneDNN 2.6"). */
+const char *lmf_gemm_library(void);
+
+#endif

@@ -1,0 +1,19 @@
+/* Subcommands of the lmforge executable and the small argument helpers they share. The CLI is
+ * the only layer that prints for the user and decides exit codes. */
+#ifndef LMF_CLI_H
+#define LMF_CLI_H
+
+int lmf_cmd_init_model(int argc, char **argv);
+int lmf_cmd_score(int argc, char **argv);
+int lmf_cmd_env(int argc, char **argv);
+
+/* Prints "lmforge CMD: <last error>" to stderr and returns 1 (or 0 when rc == 0). */
+int lmf_cli_fail(const char *cmd, int rc);
+/* Returns the value after flag argv[*i] and advances *i; NULL (with a message) if missing. */
+const char *lmf_cli_value(int argc, char **argv, int *i, const char *cmd);
+/* Parses a whole decimal integer; 0 on success, error message naming flag otherwise. */
+int lmf_cli_int(const char *s, const char *flag, long long lo, long long hi, long long *out);
+/* Applies --threads N (or OMP_NUM_THREADS, else all cores). */
+void lmf_cli_threads(long long n);
+
+#endif

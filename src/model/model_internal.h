@@ -1,0 +1,45 @@
+/* Internal to src/model: helpers shared between the weight, forward/backward and LoRA files. */
+#ifndef LMF_MODEL_INTERNAL_H
+#define LMF_MODEL_INTERNAL_H
+
+#include "lmforge/model.h"
+
+/* (out, in) of a linear layer under config c. */
+void lmf_linear_shape(const lmf_model_config *c, lmf_linear_id id, int *out, int *in);
+void lmf_model_free_acts(lmf_model *m);
+
+#endif
+
+/* Activations a forward pass keeps for backward, one set per layer; all slices of one
+ * backend allocation sized for n = B*T tokens. */
+typedef struct lmf_layer_acts {
+    float *x_in;                   /* (n, C) residual stream entering the layer */
+    float *xn1, *rstd1;            /* (n, C), (n): input RMSNorm */
+    float *q, *k, *v;              /* (n, H*D), (n, KVH*D), (n, KVH*D): after bias, norm and RoPE */
+    float *q_pre, *k_pre;          /* qk_norm: projections before the per-head norm */
+    float *q_rstd, *k_rstd;        /* qk_norm: (n*H), (n*KVH) */
+    float *att, *lse;              /* (n, H*D), (B, H, T) */
+    float *x_mid;                  /* (n, C) residual after attention */
+    float *xn2, *rstd2;            /* (n, C), (n) */
+    float *gate, *up, *h;          /* (n, F) */
+    float *lora_mid[LMF_N_LINEAR]; /* (n, r) = dropout(x) A^T */
+    float *lora_mask[LMF_N_LINEAR]; /* (n, in) dropout mask scaled by 1/(1-p), when p > 0 */
+} lmf_layer_acts;
+
+struct lmf_acts {
+    int n, B, T, lora_r, lora_dropout;
+    unsigned lora_targets;
+    int want_grad;
+    int64_t n_targets;
+    void *block;
+    lmf_layer_acts *L;
+    float *x_out;           /* (n, C) residual leaving the last layer */
+    float *xnf, *rstdf;     /* final norm */
+    float *logits, *losses; /* (n, V), (n); logits become dlogits when want_grad */
+    int32_t *ids, *targets, *pos, *seg;
+    /* backward scratch */
+    float *dx, *dxn, *dq, *dk, *dv, *datt, *dgate, *dup, *dh, *dmid, *scratch;
+};
+
+/* Index of the table entry whose slice starts at p (a parameter or gradient pointer). */
+int lmf_param_index(const lmf_model *m, const float *base, const float *p);
