@@ -29,7 +29,7 @@ def main():
     torch.set_num_threads(a.threads)
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(**PRESETS[a.preset], max_position_embeddings=1024, rms_norm_eps=1e-5,
-                      tie_word_embeddings=False, attn_implementation="sdpa")
+                      tie_word_embeddings=False, attn_implementation="eager")
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).float().train()
     if a.mode == "lora":

@@ -168,10 +168,15 @@ static int parse_config(lmf_model_config *c, const cJSON *j, const char *path) {
     int b = 0;
     c->tied = 0;
     if ((rc = lmf_json_get_bool(j, "tie_word_embeddings", path, &b)) < 0) return rc;
-    c->tied = rc > 0 ? b : (c->arch == LMF_ARCH_QWEN3 ? 0 : 0); /* transformers' default: false */
+    c->tied = rc > 0 ? b : 0; /* transformers' default for these classes */
     if (c->arch != LMF_ARCH_QWEN2) {
+        /* Llama/Mistral/Qwen3 put that bias on o_proj too, which lmforge does not implement. */
         if ((rc = lmf_json_get_bool(j, "attention_bias", path, &b)) < 0) return rc;
-        if (rc > 0) c->attn_bias = b;
+        if (rc > 0 && b)
+            return lmf_errorf(LMF_EUNSUPPORTED,
+                              "%s: \"attention_bias\": true is not supported for %s (biases on "
+                              "q/k/v/o projections)",
+                              path, arch_name);
     }
     if ((rc = lmf_json_get_bool(j, "mlp_bias", path, &b)) < 0) return rc;
     if (rc > 0 && b)
@@ -181,6 +186,9 @@ static int parse_config(lmf_model_config *c, const cJSON *j, const char *path) {
     if (act && strcmp(act, "silu"))
         return lmf_errorf(LMF_EUNSUPPORTED,
                           "%s: \"hidden_act\": \"%s\" is not supported (expected silu)", path, act);
+    /* transformers' MistralConfig defaults sliding_window to 4096 when the key is absent. */
+    if (c->arch == LMF_ARCH_MISTRAL && !cJSON_GetObjectItemCaseSensitive(j, "sliding_window"))
+        c->sliding_window = 4096;
     if ((rc = get_int_key(j, "sliding_window", path, &c->sliding_window, 0))) return rc;
     if (c->arch == LMF_ARCH_QWEN2 || c->arch == LMF_ARCH_QWEN3) {
         /* Qwen configs carry a sliding_window that only applies with use_sliding_window. */
@@ -247,7 +255,7 @@ char *lmf_model_config_to_json(const lmf_model_config *c) {
         }
     }
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied);
-    if (c->arch != LMF_ARCH_QWEN2) cJSON_AddBoolToObject(j, "attention_bias", c->attn_bias);
+    if (c->arch != LMF_ARCH_QWEN2) cJSON_AddBoolToObject(j, "attention_bias", 0);
     cJSON_AddBoolToObject(j, "mlp_bias", 0);
     if (c->arch == LMF_ARCH_QWEN2 || c->arch == LMF_ARCH_QWEN3) {
         cJSON_AddBoolToObject(j, "use_sliding_window", 0);
@@ -280,7 +288,7 @@ int lmf_model_preset(lmf_model_config *c, lmf_arch arch, const char *preset) {
     c->bos_id = 1;
     c->eos_id = 2;
     if (!strcmp(preset, "tiny")) {
-        /* ~1.2M parameters: fast enough for every test, with GQA and a head_dim of 32. */
+        /* 0.5M parameters: fast enough for every test, with GQA and a head_dim of 32. */
         c->hidden = 128, c->layers = 2, c->heads = 4, c->kv_heads = 2, c->ffn = 352;
         c->vocab = 512, c->max_pos = 1024;
     } else if (!strcmp(preset, "llama-110m")) {

@@ -53,7 +53,8 @@ class Qwen3Attention(nn.Module):
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)
         if attention_mask is not None:
             scores = scores + attention_mask[:, :, :, : k.shape[-2]]
-        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        # float32 softmax as in Qwen2 (promoted, so a float64 model stays float64 for selftest_qwen3.py)
+        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)
         return self.o_proj(out), None, past_key_value
 
