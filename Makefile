@@ -1,5 +1,6 @@
 # Thin verbs over CMake. `make demo` and `make test` work on a fresh Debian 12 machine.
 JOBS ?= 2
+MAKEFLAGS += --no-print-directory
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
