@@ -120,6 +120,8 @@ typedef struct lmf_model {
     float *inv_freq;    /* (D/2) */
     lmf_lora *lora;     /* borrowed; NULL for none */
     lmf_acts *acts;
+    void *step_block; /* inference scratch, grown on demand */
+    size_t step_bytes;
 } lmf_model;
 
 /* A batch of B rows of T tokens. labels follow Hugging Face (unshifted, -100 ignored): the
@@ -154,6 +156,39 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
 /* Backward for the last forward (want_grad): adds d(loss)/d(param) into the enabled
  * gradients (base and/or LoRA). */
 int lmf_model_backward(lmf_model *m);
+
+/* ---- inference: a decode step over a paged KV cache ---- */
+
+/* KV storage for inference: n_blocks blocks of block_size token slots for every layer, from
+ * the model's backend. Layout (n_blocks, layers, block_size, kv_dim), kv_dim = KVH*D, so one
+ * block is contiguous. Which block belongs to which sequence (and prefix sharing) is the
+ * serving layer's business; the model only reads and writes through block tables. */
+typedef struct lmf_kv_pool {
+    int block_size, n_blocks, layers, kv_dim;
+    size_t block_stride; /* floats from one block to the next */
+    float *k, *v;
+    const lmf_backend *be;
+} lmf_kv_pool;
+size_t lmf_kv_bytes_per_block(const lmf_model_config *cfg, int block_size);
+int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks);
+void lmf_kv_pool_free(lmf_kv_pool *p);
+
+/* One sequence's part of a step: n_new tokens at positions start.. (a prefill chunk, or one
+ * decode token), whose K/V are written into the cache; table maps the sequence's logical
+ * blocks to pool blocks and must cover start + n_new tokens. want_logits: the step returns
+ * this sequence's next-token logits (for its last new token). */
+typedef struct lmf_seq_step {
+    const int32_t *tokens;
+    int n_new, start;
+    const int32_t *table;
+    int n_table;
+    int want_logits;
+} lmf_seq_step;
+
+/* Runs one step for all sequences together (their tokens batched through every GEMM).
+ * logits receives (number of sequences with want_logits, V) rows in sequence order. */
+int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
+                   float *logits);
 
 /* LoRA */
 int lmf_lora_parse_targets(const char *list, unsigned *targets); /* "q_proj,v_proj" or "all" */

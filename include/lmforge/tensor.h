@@ -35,6 +35,23 @@ typedef struct lmf_attn_shape {
     float scale; /* usually 1/sqrt(D) */
 } lmf_attn_shape;
 
+/* Attention of new tokens over a paged KV cache (inference). A layer's cache is a set of blocks
+ * of block_size token slots; token t of a sequence lives in block table[t / block_size], slot
+ * t % block_size, at k + table[..] * block_stride + slot * kv_dim (v likewise), kv_dim = KVH*D.
+ * The sequence's new tokens are rows q_row .. q_row + n_new - 1 of q/out (stride H*D), at
+ * positions start .. start + n_new - 1, already written into the cache; each attends to cache
+ * positions 0 .. its own. */
+typedef struct lmf_paged_seq {
+    int q_row, n_new, start;
+    const int32_t *table;
+} lmf_paged_seq;
+
+typedef struct lmf_paged_shape {
+    int H, KVH, D, block_size;
+    size_t block_stride; /* floats between consecutive blocks of the same layer */
+    float scale;
+} lmf_paged_shape;
+
 typedef struct lmf_backend {
     const char *name;
     void *(*alloc)(size_t bytes); /* zero-filled; NULL when out of memory */
@@ -78,7 +95,10 @@ typedef struct lmf_backend {
                      const float *lse, const float *q, const float *k, const float *v,
                      const int32_t *seg, const lmf_attn_shape *s);
 
-    /* h = silu(gate) * up; backward gives dgate, dup (may overwrite gate/up? no: separate). */
+    void (*attn_paged)(float *out, const float *q, const float *k, const float *v,
+                       const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s);
+
+    /* h = silu(gate) * up; backward gives dgate and dup. */
     void (*swiglu_fwd)(float *h, const float *gate, const float *up, size_t n);
     void (*swiglu_bwd)(float *dgate, float *dup, const float *dh, const float *gate,
                        const float *up, size_t n);

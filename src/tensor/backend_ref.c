@@ -179,6 +179,42 @@ static void ref_attn_bwd(float *dq, float *dk, float *dv, const float *dout, con
             }
 }
 
+static void ref_attn_paged(float *out, const float *q, const float *k, const float *v,
+                           const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s) {
+    int H = s->H, D = s->D, group = H / s->KVH, kv_dim = s->KVH * D;
+    for (int si = 0; si < n_seqs; si++) {
+        const lmf_paged_seq *sq = &seqs[si];
+        int len = sq->start + sq->n_new;
+        double *p = malloc(sizeof(double) * (size_t)len);
+        for (int i = 0; i < sq->n_new; i++)
+            for (int h = 0; h < H; h++) {
+                const float *qv = q + (size_t)(sq->q_row + i) * H * D + (size_t)h * D;
+                int upto = sq->start + i;
+                double mx = -INFINITY, sum = 0;
+                for (int t = 0; t <= upto; t++) {
+                    size_t off = sq->table[t / s->block_size] * s->block_stride +
+                                 (size_t)(t % s->block_size) * kv_dim + (size_t)(h / group) * D;
+                    double dot = 0;
+                    for (int d = 0; d < D; d++) dot += (double)qv[d] * k[off + d];
+                    p[t] = dot * s->scale;
+                    if (p[t] > mx) mx = p[t];
+                }
+                for (int t = 0; t <= upto; t++) sum += (p[t] = exp(p[t] - mx));
+                float *o = out + (size_t)(sq->q_row + i) * H * D + (size_t)h * D;
+                for (int d = 0; d < D; d++) {
+                    double acc = 0;
+                    for (int t = 0; t <= upto; t++) {
+                        size_t off = sq->table[t / s->block_size] * s->block_stride +
+                                     (size_t)(t % s->block_size) * kv_dim + (size_t)(h / group) * D;
+                        acc += p[t] * v[off + d];
+                    }
+                    o[d] = (float)(acc / sum);
+                }
+            }
+        free(p);
+    }
+}
+
 static void ref_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
@@ -244,6 +280,7 @@ static const lmf_backend ref_backend = {
     .rope = ref_rope,
     .attn_fwd = ref_attn_fwd,
     .attn_bwd = ref_attn_bwd,
+    .attn_paged = ref_attn_paged,
     .swiglu_fwd = ref_swiglu_fwd,
     .swiglu_bwd = ref_swiglu_bwd,
     .add = ref_add,

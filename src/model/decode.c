@@ -1,0 +1,189 @@
+/* Inference step over a paged KV cache: prefill chunks and single-token decodes of many
+ * sequences batched together. The same maths as forward.c (tested equal to it), without
+ * saving activations, reading past keys and values from the cache. */
+#include <math.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
+    return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
+}
+
+int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks) {
+    memset(p, 0, sizeof *p);
+    if (block_size <= 0 || n_blocks <= 0)
+        return lmf_errorf(LMF_EINVAL,
+                          "kv cache: block_size and the number of blocks must be positive");
+    p->block_size = block_size, p->n_blocks = n_blocks, p->layers = m->cfg.layers;
+    p->kv_dim = m->cfg.kv_heads * m->cfg.head_dim;
+    p->block_stride = (size_t)p->layers * block_size * p->kv_dim;
+    p->be = m->be;
+    size_t bytes = sizeof(float) * p->block_stride * n_blocks;
+    p->k = m->be->alloc(bytes);
+    p->v = p->k ? m->be->alloc(bytes) : NULL;
+    if (!p->v) {
+        lmf_kv_pool_free(p);
+        return lmf_errorf(LMF_ENOMEM, "kv cache: cannot allocate 2 x %zu bytes for %d blocks",
+                          bytes, n_blocks);
+    }
+    return 0;
+}
+
+void lmf_kv_pool_free(lmf_kv_pool *p) {
+    if (p->k) p->be->free(p->k);
+    if (p->v) p->be->free(p->v);
+    memset(p, 0, sizeof *p);
+}
+
+typedef struct step_bufs {
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *h, *mid, *last, *lastn;
+    int32_t *ids, *pos;
+    lmf_paged_seq *pseqs;
+} step_bufs;
+
+static int step_buffers(lmf_model *m, int n, int n_seqs, step_bufs *b) {
+    const lmf_model_config *c = &m->cfg;
+    size_t C = c->hidden, F = c->ffn, QD = (size_t)c->heads * c->head_dim,
+           KD = (size_t)c->kv_heads * c->head_dim, r = m->lora ? m->lora->r : 1;
+    size_t sizes[] = {n * C, n * C, n * QD, n * KD, n * KD,     n * QD,
+                      n * F, n * F, n * F,  n * r,  n_seqs * C, n_seqs * C};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        total += (sizes[i] * 4 + 63) & ~(size_t)63;
+    total += 2 * (((size_t)n * 4 + 63) & ~(size_t)63) + sizeof(lmf_paged_seq) * n_seqs + 64;
+    if (total > m->step_bytes) {
+        if (m->step_block) m->be->free(m->step_block);
+        m->step_block = m->be->alloc(total);
+        m->step_bytes = m->step_block ? total : 0;
+        if (!m->step_block)
+            return lmf_errorf(LMF_ENOMEM, "model: cannot allocate %zu bytes of step scratch",
+                              total);
+    }
+    uint8_t *p = m->step_block;
+    float **fields[] = {&b->x,    &b->xn, &b->q, &b->k,   &b->v,    &b->att,
+                        &b->gate, &b->up, &b->h, &b->mid, &b->last, &b->lastn};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        *fields[i] = (float *)p;
+        p += (sizes[i] * 4 + 63) & ~(size_t)63;
+    }
+    b->ids = (int32_t *)p;
+    p += ((size_t)n * 4 + 63) & ~(size_t)63;
+    b->pos = (int32_t *)p;
+    p += ((size_t)n * 4 + 63) & ~(size_t)63;
+    b->pseqs = (lmf_paged_seq *)p;
+    return 0;
+}
+
+/* y = x W^T (+ bias) (+ LoRA, no dropout at inference). */
+static void linear(lmf_model *m, int l, lmf_linear_id id, const float *x, float *y, int n,
+                   const float *bias, float *mid) {
+    int out, in;
+    lmf_linear_shape(&m->cfg, id, &out, &in);
+    m->be->gemm(0, 1, n, out, in, 1.0f, x, in, m->w.layers[l].w[id], in, 0.0f, y, out);
+    if (bias) m->be->bias_fwd(y, bias, n, out);
+    const lmf_lora *lo = m->lora;
+    if (!lo || !(lo->targets & (1u << id))) return;
+    int k = l * LMF_N_LINEAR + id;
+    m->be->gemm(0, 1, n, lo->r, in, 1.0f, x, in, lo->A[k], in, 0.0f, mid, lo->r);
+    m->be->gemm(0, 1, n, out, lo->r, lo->scale, mid, lo->r, lo->B[k], lo->r, 1.0f, y, out);
+}
+
+static int validate(const lmf_model *m, const lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
+                    int *n_total) {
+    if (kv->layers != m->cfg.layers || kv->kv_dim != m->cfg.kv_heads * m->cfg.head_dim)
+        return lmf_errorf(LMF_EINVAL, "kv cache: made for another model shape");
+    *n_total = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const lmf_seq_step *s = &seqs[i];
+        if (s->n_new <= 0 || s->start < 0)
+            return lmf_errorf(LMF_EINVAL, "step: sequence %d has %d new tokens at position %d", i,
+                              s->n_new, s->start);
+        if ((int64_t)s->n_table * kv->block_size < (int64_t)s->start + s->n_new)
+            return lmf_errorf(LMF_EINVAL,
+                              "step: sequence %d: block table of %d blocks cannot hold %d tokens",
+                              i, s->n_table, s->start + s->n_new);
+        for (int b = 0; b < (s->start + s->n_new + kv->block_size - 1) / kv->block_size; b++)
+            if (s->table[b] < 0 || s->table[b] >= kv->n_blocks)
+                return lmf_errorf(LMF_ERANGE, "step: sequence %d: block %d outside the pool", i,
+                                  s->table[b]);
+        for (int t = 0; t < s->n_new; t++)
+            if (s->tokens[t] < 0 || s->tokens[t] >= m->cfg.vocab)
+                return lmf_errorf(LMF_ERANGE, "step: sequence %d: token %d outside the vocabulary",
+                                  i, s->tokens[t]);
+        *n_total += s->n_new;
+    }
+    return 0;
+}
+
+/* Copies this layer's new K and V rows into their cache slots. */
+static void write_cache(lmf_kv_pool *kv, int l, const lmf_seq_step *seqs, int n_seqs,
+                        const float *k, const float *v) {
+    size_t row = 0, bytes = sizeof(float) * kv->kv_dim;
+    for (int i = 0; i < n_seqs; i++)
+        for (int t = 0; t < seqs[i].n_new; t++, row++) {
+            int p = seqs[i].start + t;
+            size_t off = seqs[i].table[p / kv->block_size] * kv->block_stride +
+                         ((size_t)l * kv->block_size + p % kv->block_size) * kv->kv_dim;
+            kv->be->copy(kv->k + off, k + row * kv->kv_dim, bytes);
+            kv->be->copy(kv->v + off, v + row * kv->kv_dim, bytes);
+        }
+}
+
+int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
+                   float *logits) {
+    const lmf_model_config *c = &m->cfg;
+    const lmf_backend *be = m->be;
+    int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
+    if (rc) return rc;
+    step_bufs b = {0};
+    if ((rc = step_buffers(m, n, n_seqs, &b))) return rc;
+    int C = c->hidden, H = c->heads, KVH = c->kv_heads, D = c->head_dim, row = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        b.pseqs[i] = (lmf_paged_seq){row, seqs[i].n_new, seqs[i].start, seqs[i].table};
+        for (int t = 0; t < seqs[i].n_new; t++, row++) {
+            b.ids[row] = seqs[i].tokens[t];
+            b.pos[row] = seqs[i].start + t;
+        }
+    }
+    lmf_paged_shape ps = {H, KVH, D, kv->block_size, kv->block_stride, 1.0f / sqrtf((float)D)};
+    be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
+    for (int l = 0; l < c->layers; l++) {
+        const lmf_layer_weights *w = &m->w.layers[l];
+        be->rmsnorm_fwd(b.xn, NULL, b.x, w->attn_norm, n, C, c->rms_eps);
+        linear(m, l, LMF_Q, b.xn, b.q, n, w->bq, b.mid);
+        linear(m, l, LMF_K, b.xn, b.k, n, w->bk, b.mid);
+        linear(m, l, LMF_V, b.xn, b.v, n, w->bv, b.mid);
+        if (c->qk_norm) {
+            be->rmsnorm_fwd(b.q, NULL, b.q, w->q_norm, n * H, D, c->rms_eps);
+            be->rmsnorm_fwd(b.k, NULL, b.k, w->k_norm, n * KVH, D, c->rms_eps);
+        }
+        be->rope(b.q, H * D, b.pos, m->inv_freq, n, H, D, 0);
+        be->rope(b.k, KVH * D, b.pos, m->inv_freq, n, KVH, D, 0);
+        write_cache(kv, l, seqs, n_seqs, b.k, b.v);
+        size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
+        be->attn_paged(b.att, b.q, kv->k + layer_off, kv->v + layer_off, b.pseqs, n_seqs, &ps);
+        linear(m, l, LMF_O, b.att, b.xn, n, NULL, b.mid);
+        be->add(b.x, b.xn, (size_t)n * C);
+        be->rmsnorm_fwd(b.xn, NULL, b.x, w->mlp_norm, n, C, c->rms_eps);
+        linear(m, l, LMF_GATE, b.xn, b.gate, n, NULL, b.mid);
+        linear(m, l, LMF_UP, b.xn, b.up, n, NULL, b.mid);
+        be->swiglu_fwd(b.h, b.gate, b.up, (size_t)n * c->ffn);
+        linear(m, l, LMF_DOWN, b.h, b.xn, n, NULL, b.mid);
+        be->add(b.x, b.xn, (size_t)n * C);
+    }
+    /* Only the rows that want logits go through the final norm and lm_head. */
+    int n_out = 0;
+    row = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        row += seqs[i].n_new;
+        if (seqs[i].want_logits)
+            be->copy(b.last + (size_t)n_out++ * C, b.x + (size_t)(row - 1) * C, sizeof(float) * C);
+    }
+    if (n_out && logits) {
+        be->rmsnorm_fwd(b.lastn, NULL, b.last, m->w.final_norm, n_out, C, c->rms_eps);
+        be->gemm(0, 1, n_out, c->vocab, C, 1.0f, b.lastn, C, m->w.lm_head, C, 0.0f, logits,
+                 c->vocab);
+    }
+    return 0;
+}
