@@ -63,7 +63,8 @@ int lmf_sft_build(const lmf_turn_ids *turns, int n_turns, const lmf_sft_options 
         total += sl + tl;
         /* labels for the source */
         for (int i = 0; i < sl; i++) tmp[i] = o->train_on_prompt ? t->source[i] : LMF_IGNORE_INDEX;
-        if (!o->train_on_prompt && o->efficient_eos && sl > 0) tmp[0] = o->eos_id;
+        /* efficient_eos: the previous response's eos opens this prompt and is trained. */
+        if (!o->train_on_prompt && o->efficient_eos && k != 0 && sl > 0) tmp[0] = o->eos_id;
         int trained = !(o->mask_history && k != 0);
         if (o->mask_history) { /* prepend target then source so the order stays source, target */
             place(ids, &len, t->target, tl, 1);

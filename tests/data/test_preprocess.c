@@ -53,7 +53,7 @@ int main(void) {
           10, 0);
     o.mask_history = 0, o.efficient_eos = 1;
     build(o, (int32_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 99},
-          (int32_t[]){99, I, I, 4, 5, 99, I, 8, 9, 10, 99}, 11, 0);
+          (int32_t[]){I, I, I, 4, 5, 99, I, 8, 9, 10, 99}, 11, 0);
     o.efficient_eos = 0, o.cutoff_len = 6;
     build(o, (int32_t[]){1, 2, 3, 4, 5, 6}, (int32_t[]){I, I, I, 4, 5, I}, 6, 1);
     o.mask_history = 1;
