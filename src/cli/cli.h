@@ -6,6 +6,9 @@
 int lmf_cmd_init_model(int argc, char **argv);
 int lmf_cmd_score(int argc, char **argv);
 int lmf_cmd_env(int argc, char **argv);
+int lmf_cmd_tokenizer(int argc, char **argv);
+int lmf_cmd_data(int argc, char **argv);
+int lmf_cmd_config(int argc, char **argv);
 
 /* Prints "lmforge CMD: <last error>" to stderr and returns 1 (or 0 when rc == 0). */
 int lmf_cli_fail(const char *cmd, int rc);

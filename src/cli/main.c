@@ -13,6 +13,11 @@ static const struct {
 } commands[] = {
     {"init-model", "write a randomly initialised Hugging Face model folder", lmf_cmd_init_model},
     {"score", "log-probabilities and mean NLL of a token sequence", lmf_cmd_score},
+    {"tokenizer", "encode stdin text to token ids or decode ids (tokenizer.json)",
+     lmf_cmd_tokenizer},
+    {"data", "preview how a config's dataset renders: template, tokens, trained spans",
+     lmf_cmd_data},
+    {"config", "check a YAML config (effective values) or print the key table", lmf_cmd_config},
     {"env", "report version, build, GEMM library, MPI, CPU features and threads", lmf_cmd_env},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
