@@ -25,6 +25,10 @@ check "tinyllama + added tokens with normalized/lstrip/rstrip/single_word" "$LMF
 check "tinyllama + added tokens parity" parity tinyllama-added "$WORK/tinyllama-added"
 check "train qwen2-style tokenizer (NFC, Qwen2 Split regex, ByteLevel)" "$LMF_PY" "$PAR" make-qwen2 "$WORK/qwen2" --nfc
 check "qwen2-style parity" parity qwen2 "$WORK/qwen2"
+# lmforge's own BPE trainer output, trained on this repository's sources and docs.
+cat "$LMF_SRC"/docs/*.md "$LMF_SRC"/src/*/*.c > "$WORK/corpus.txt"
+check "train a byte-level BPE with lmforge" "$LMF" tokenizer train --corpus "$WORK/corpus.txt" --vocab-size 800 --out "$WORK/lmf-bpe"
+check "lmforge-trained tokenizer parity" parity lmforge-bpe "$WORK/lmf-bpe"
 for v in first always; do
     check "train metaspace tokenizer ($v)" "$LMF_PY" "$PAR" make-metaspace "$WORK/ms-$v" "$v"
     check "metaspace ($v) parity" parity "metaspace-$v" "$WORK/ms-$v"
