@@ -8,6 +8,9 @@ THREADS=${BENCH_THREADS:-2}
 STEPS=${BENCH_STEPS:-5}
 export OMP_NUM_THREADS=$THREADS
 
+echo "== tokenizer encode/decode, one core (target >= 5 MB/s) =="
+OMP_NUM_THREADS=1 "$BUILD/bench/bench_tokenizer" || echo "(tokenizer bench skipped: ../shared/data/tokenizers absent)"
+echo
 echo "== GEMM libraries on our shapes =="
 "$BUILD/bench/bench_gemm" "$THREADS" 1024
 

@@ -73,6 +73,10 @@ uint64_t lmf_rng_u64(lmf_rng *r);
 float lmf_rng_uniform(lmf_rng *r); /* [0, 1) */
 float lmf_rng_normal(lmf_rng *r);  /* mean 0, std 1 */
 
+/* ---- hashing (hash tables; not cryptographic) ---- */
+uint64_t lmf_hash_bytes(const void *data, size_t n); /* FNV-1a, finalised */
+uint64_t lmf_hash_u64(uint64_t x);                   /* 64-bit mix */
+
 /* ---- threads: one OpenMP pool shared by our kernels and the GEMM library ---- */
 void lmf_threads_set(int n); /* n <= 0: all cores */
 int lmf_threads_get(void);

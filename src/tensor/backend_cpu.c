@@ -3,6 +3,8 @@
  * backend_ref.c. */
 #include "lmforge/tensor.h"
 
+#include "host_memory.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -11,25 +13,6 @@
 #include "gemm.h"
 
 #define PAR_MIN 4096 /* below this many elements, threads cost more than they save */
-
-static void *cpu_alloc(size_t bytes) {
-    size_t r = (bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, r ? r : 64);
-    if (p) memset(p, 0, r ? r : 64);
-    return p;
-}
-
-static void cpu_free(void *p) {
-    free(p);
-}
-
-static void cpu_zero(void *p, size_t bytes) {
-    memset(p, 0, bytes);
-}
-
-static void cpu_copy(void *dst, const void *src, size_t bytes) {
-    memmove(dst, src, bytes);
-}
 
 static void cpu_embed_fwd(float *out, const float *table, const int32_t *ids, int n, int C) {
 #pragma omp parallel for if ((size_t)n * C > PAR_MIN)
@@ -332,10 +315,10 @@ static void cpu_xent(float *losses, float *dlogits, const float *logits, const i
 
 static const lmf_backend cpu_backend = {
     .name = "cpu",
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .zero = cpu_zero,
-    .copy = cpu_copy,
+    .alloc = lmf_host_alloc,
+    .free = lmf_host_free,
+    .zero = lmf_host_zero,
+    .copy = lmf_host_copy,
     .gemm = lmf_gemm_f32,
     .embed_fwd = cpu_embed_fwd,
     .embed_bwd = cpu_embed_bwd,

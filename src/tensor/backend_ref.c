@@ -2,28 +2,11 @@
  * Fast kernels (backend_cpu.c) and future device backends are tested against it. */
 #include "lmforge/tensor.h"
 
+#include "host_memory.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void *ref_alloc(size_t bytes) {
-    size_t r = (bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, r ? r : 64);
-    if (p) memset(p, 0, r ? r : 64);
-    return p;
-}
-
-static void ref_free(void *p) {
-    free(p);
-}
-
-static void ref_zero(void *p, size_t bytes) {
-    memset(p, 0, bytes);
-}
-
-static void ref_copy(void *dst, const void *src, size_t bytes) {
-    memmove(dst, src, bytes);
-}
 
 static void ref_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc) {
@@ -266,10 +249,10 @@ static void ref_xent(float *losses, float *dlogits, const float *logits, const i
 
 static const lmf_backend ref_backend = {
     .name = "ref",
-    .alloc = ref_alloc,
-    .free = ref_free,
-    .zero = ref_zero,
-    .copy = ref_copy,
+    .alloc = lmf_host_alloc,
+    .free = lmf_host_free,
+    .zero = lmf_host_zero,
+    .copy = lmf_host_copy,
     .gemm = ref_gemm,
     .embed_fwd = ref_embed_fwd,
     .embed_bwd = ref_embed_bwd,

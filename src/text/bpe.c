@@ -9,21 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return x;
-}
-
 int32_t lmf_bpe_lookup(const lmf_bpe *m, const char *s, size_t n) {
-    for (uint32_t i = (uint32_t)hash_bytes(s, n) & m->mask;; i = (i + 1) & m->mask) {
+    for (uint32_t i = (uint32_t)lmf_hash_bytes(s, n) & m->mask;; i = (i + 1) & m->mask) {
         int32_t id = m->slots[i];
         if (id < 0) return -1;
         if (m->tlen[id] == n && !memcmp(m->tok[id], s, n)) return id;
@@ -32,7 +19,7 @@ int32_t lmf_bpe_lookup(const lmf_bpe *m, const char *s, size_t n) {
 
 static int merge_find(const lmf_bpe *m, int32_t a, int32_t b, uint32_t *rank, int32_t *new_id) {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    for (uint32_t i = (uint32_t)hash_u64(key) & m->mmask;; i = (i + 1) & m->mmask) {
+    for (uint32_t i = (uint32_t)lmf_hash_u64(key) & m->mmask;; i = (i + 1) & m->mmask) {
         if (m->mkeys[i] == UINT64_MAX) return 0;
         if (m->mkeys[i] == key) {
             *rank = m->mrank[i];
@@ -68,7 +55,7 @@ static int add_merge(lmf_bpe *m, const char *a, size_t alen, const char *b, size
                           "%s: model.merges[%u]: merged token \"%.*s\" is not in the vocab", file,
                           rank, (int)(alen + blen), *joined);
     uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
-    for (uint32_t i = (uint32_t)hash_u64(key) & m->mmask;; i = (i + 1) & m->mmask) {
+    for (uint32_t i = (uint32_t)lmf_hash_u64(key) & m->mmask;; i = (i + 1) & m->mmask) {
         /* a repeated pair: HF collects merges into a map, so the last rank wins */
         if (m->mkeys[i] == key || m->mkeys[i] == UINT64_MAX) {
             m->mkeys[i] = key;
@@ -107,7 +94,7 @@ static int load_vocab(lmf_bpe *m, const cJSON *vocab, const char *file) {
         if (!(m->tok[id] = lmf_strdup(e->string)))
             return lmf_errorf(LMF_ENOMEM, "%s: out of memory", file);
         m->tlen[id] = (uint32_t)n;
-        uint32_t i = (uint32_t)hash_bytes(e->string, n) & m->mask;
+        uint32_t i = (uint32_t)lmf_hash_bytes(e->string, n) & m->mask;
         while (m->slots[i] >= 0) i = (i + 1) & m->mask;
         m->slots[i] = id;
     }
@@ -381,7 +368,8 @@ static int cache_grow(lmf_bpe_scratch *s) {
     memset(wl, 0xff, cap * sizeof *wl);
     for (uint32_t i = 0; s->c_mask && i <= s->c_mask; i++) {
         if (s->c_word_len[i] == UINT32_MAX) continue;
-        uint32_t j = (uint32_t)hash_bytes(s->c_words.p + s->c_word_off[i], s->c_word_len[i]) & mask;
+        uint32_t j =
+            (uint32_t)lmf_hash_bytes(s->c_words.p + s->c_word_off[i], s->c_word_len[i]) & mask;
         while (wl[j] != UINT32_MAX) j = (j + 1) & mask;
         wo[j] = s->c_word_off[i], wl[j] = s->c_word_len[i];
         io[j] = s->c_ids_off[i], il[j] = s->c_ids_len[i];
@@ -403,7 +391,7 @@ int lmf_bpe_word(const lmf_bpe *m, lmf_bpe_scratch *s, const char *w, size_t n, 
     int cacheable = n <= CACHE_MAX_WORD && s->c_used < CACHE_MAX_ENTRIES;
     if (cacheable) {
         if (!s->c_mask && (rc = cache_grow(s))) return rc;
-        for (slot = (uint32_t)hash_bytes(w, n) & s->c_mask; s->c_word_len[slot] != UINT32_MAX;
+        for (slot = (uint32_t)lmf_hash_bytes(w, n) & s->c_mask; s->c_word_len[slot] != UINT32_MAX;
              slot = (slot + 1) & s->c_mask) {
             if (s->c_word_len[slot] == n && !memcmp(s->c_words.p + s->c_word_off[slot], w, n)) {
                 for (uint32_t i = 0; i < s->c_ids_len[slot]; i++)

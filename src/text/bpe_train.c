@@ -52,19 +52,6 @@ struct lmf_bpe_trainer {
     int trained;
 };
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return x;
-}
-
 /* Grows the array *pp to at least need elements; doubling keeps appends amortised O(1). */
 static int grow(void *pp, int32_t *cap, int64_t need, size_t elem, const char *what) {
     if (need <= *cap) return 0;
@@ -88,14 +75,14 @@ static int32_t *new_slots(uint32_t n_slots) {
 /* ---- vocabulary ---- */
 
 static int32_t tok_lookup(const lmf_bpe_trainer *t, const char *s, size_t n) {
-    for (uint32_t i = (uint32_t)hash_bytes(s, n) & t->tmask;; i = (i + 1) & t->tmask) {
+    for (uint32_t i = (uint32_t)lmf_hash_bytes(s, n) & t->tmask;; i = (i + 1) & t->tmask) {
         int32_t id = t->tslots[i];
         if (id < 0 || (t->tlen[id] == n && !memcmp(t->tok[id], s, n))) return id;
     }
 }
 
 static void tok_index(lmf_bpe_trainer *t, int32_t id) {
-    uint32_t i = (uint32_t)hash_bytes(t->tok[id], t->tlen[id]) & t->tmask;
+    uint32_t i = (uint32_t)lmf_hash_bytes(t->tok[id], t->tlen[id]) & t->tmask;
     while (t->tslots[i] >= 0) i = (i + 1) & t->tmask;
     t->tslots[i] = id;
 }
@@ -207,7 +194,7 @@ void lmf_bpe_trainer_free(lmf_bpe_trainer *t) {
 static int add_word(lmf_bpe_trainer *t, const char *s, size_t n) {
     if (n == 0) return 0;
     if (n > UINT32_MAX) return lmf_errorf(LMF_ERANGE, "BPE trainer: a word of %zu bytes", n);
-    uint32_t i = (uint32_t)hash_bytes(s, n) & t->wmask;
+    uint32_t i = (uint32_t)lmf_hash_bytes(s, n) & t->wmask;
     for (;; i = (i + 1) & t->wmask) {
         int32_t w = t->wslots[i];
         if (w < 0) break;
@@ -235,7 +222,7 @@ static int add_word(lmf_bpe_trainer *t, const char *s, size_t n) {
         int32_t *slots = new_slots(n_slots);
         if (!slots) return lmf_errorf(LMF_ENOMEM, "BPE trainer: out of memory for the word index");
         for (int32_t w = 0; w < t->n_words; w++) {
-            uint32_t j = (uint32_t)hash_bytes(t->wbytes + t->words[w].off, t->words[w].len);
+            uint32_t j = (uint32_t)lmf_hash_bytes(t->wbytes + t->words[w].off, t->words[w].len);
             for (j &= n_slots - 1; slots[j] >= 0; j = (j + 1) & (n_slots - 1)) {
             }
             slots[j] = w;
@@ -368,7 +355,7 @@ static uint64_t pair_key(int32_t a, int32_t b) {
  * -2 when out of memory (message set). */
 static int32_t pair_find(merge_state *m, int32_t a, int32_t b, int create) {
     uint64_t key = pair_key(a, b);
-    uint32_t i = (uint32_t)hash_u64(key) & m->pmask;
+    uint32_t i = (uint32_t)lmf_hash_u64(key) & m->pmask;
     for (;; i = (i + 1) & m->pmask) {
         int32_t p = m->pslots[i];
         if (p < 0) break;
@@ -388,7 +375,7 @@ static int32_t pair_find(merge_state *m, int32_t a, int32_t b, int create) {
             return -2;
         }
         for (int32_t q = 0; q < m->n_pairs; q++) {
-            uint32_t j = (uint32_t)hash_u64(pair_key(m->pairs[q].a, m->pairs[q].b));
+            uint32_t j = (uint32_t)lmf_hash_u64(pair_key(m->pairs[q].a, m->pairs[q].b));
             for (j &= n_slots - 1; slots[j] >= 0; j = (j + 1) & (n_slots - 1)) {
             }
             slots[j] = q;
