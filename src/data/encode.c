@@ -168,6 +168,9 @@ int lmf_encode_records(const lmf_encode_options *o, const lmf_record_set *recs, 
         k++;
     }
     st->examples = k;
+    if (st->truncated || st->skipped_no_label)
+        lmf_info("datasets: %lld of %lld examples cut to cutoff_len %d; %lld dropped with nothing left to train",
+                 (long long)st->truncated, (long long)recs->n, o->cutoff_len, (long long)st->skipped_no_label);
     if (k == 0) {
         free(ex);
         return lmf_errorf(LMF_EINVAL, "no example left with a trained token after cutoff_len %d",
