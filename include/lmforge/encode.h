@@ -36,5 +36,7 @@ int lmf_encode_sft(const lmf_encode_options *o, const lmf_record *rec, lmf_examp
 int lmf_encode_records(const lmf_encode_options *o, const lmf_record_set *recs, lmf_example **out,
                        int64_t *n_out, lmf_encode_stats *st);
 void lmf_examples_free(lmf_example *ex, int64_t n);
+/* Token ids of rendered template pieces (a generation prompt), malloc'd. */
+int lmf_encode_pieces(const lmf_encode_options *o, const lmf_chat_pieces *p, int32_t **ids, int *n);
 
 #endif

@@ -120,7 +120,9 @@ typedef struct lmf_model {
     float *inv_freq;    /* (D/2) */
     lmf_lora *lora;     /* borrowed; NULL for none */
     lmf_acts *acts;
-    void *step_block; /* inference scratch, grown on demand */
+    double loss_denom; /* > 0: gradients are of sum(token losses) / loss_denom instead of the
+                          batch mean, so accumulated micro-batches average over all their tokens */
+    void *step_block;  /* inference scratch, grown on demand */
     size_t step_bytes;
 } lmf_model;
 

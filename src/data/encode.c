@@ -96,6 +96,19 @@ int lmf_encode_sft(const lmf_encode_options *o, const lmf_record *rec, lmf_examp
     return rc;
 }
 
+int lmf_encode_pieces(const lmf_encode_options *o, const lmf_chat_pieces *p, int32_t **ids,
+                      int *n) {
+    ids_buf b = {0};
+    int rc = encode_pieces(o, p, &b);
+    if (rc) {
+        free(b.v);
+        return rc;
+    }
+    *ids = b.v;
+    *n = b.n;
+    return 0;
+}
+
 void lmf_examples_free(lmf_example *ex, int64_t n) {
     for (int64_t i = 0; ex && i < n; i++) lmf_example_free(&ex[i]);
     free(ex);
@@ -169,8 +182,10 @@ int lmf_encode_records(const lmf_encode_options *o, const lmf_record_set *recs, 
     }
     st->examples = k;
     if (st->truncated || st->skipped_no_label)
-        lmf_info("datasets: %lld of %lld examples cut to cutoff_len %d; %lld dropped with nothing left to train",
-                 (long long)st->truncated, (long long)recs->n, o->cutoff_len, (long long)st->skipped_no_label);
+        lmf_info("datasets: %lld of %lld examples cut to cutoff_len %d; %lld dropped with nothing "
+                 "left to train",
+                 (long long)st->truncated, (long long)recs->n, o->cutoff_len,
+                 (long long)st->skipped_no_label);
     if (k == 0) {
         free(ex);
         return lmf_errorf(LMF_EINVAL, "no example left with a trained token after cutoff_len %d",

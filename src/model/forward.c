@@ -239,7 +239,9 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     be->rmsnorm_fwd(a->xnf, a->rstdf, a->x_out, m->w.final_norm, n, C, c->rms_eps);
     be->gemm(0, 1, n, c->vocab, C, 1.0f, a->xnf, C, m->w.lm_head, C, 0.0f, a->logits, c->vocab);
     if (logits) be->copy(logits, a->logits, sizeof(float) * n * c->vocab);
-    float scale = a->n_targets ? 1.0f / (float)a->n_targets : 0.0f;
+    float scale = m->loss_denom > 0 ? (float)(1.0 / m->loss_denom)
+                  : a->n_targets      ? 1.0f / (float)a->n_targets
+                                      : 0.0f;
     be->xent(a->losses, want_grad ? a->logits : NULL, a->logits, a->targets, n, c->vocab, scale);
     double sum = 0;
     for (int i = 0; i < n; i++) {

@@ -1,0 +1,38 @@
+/* `lmforge train` on one process: LoRA, full or freeze fine-tuning (stage sft or pt) of a
+ * Hugging Face model on LLaMA-Factory datasets, with AdamW, a schedule, gradient accumulation
+ * and clipping, logging to the terminal and output_dir/trainer_log.jsonl, and the result
+ * saved as LLaMA-Factory saves it (a PEFT adapter, or a full model folder). */
+#ifndef LMFORGE_TRAINER_H
+#define LMFORGE_TRAINER_H
+
+#include <stdint.h>
+
+#include "lmforge/dataset.h"
+
+typedef struct lmf_train_options {
+    const char *model_dir, *adapter_dir, *output_dir;
+    const char *stage;           /* "sft" | "pt" */
+    const char *finetuning_type; /* "lora" | "full" | "freeze" */
+    int lora_rank;
+    float lora_alpha, lora_dropout;
+    const char *lora_target;
+    int freeze_trainable_layers;
+    const char *freeze_trainable_modules;
+    lmf_dataset_options data;
+    const char *template_name;
+    int cutoff_len, packing, train_on_prompt, mask_history, enable_thinking;
+    int batch_size, grad_accum;
+    double learning_rate, epochs;
+    int64_t max_steps;
+    const char *scheduler;
+    double warmup_ratio;
+    int64_t warmup_steps;
+    double weight_decay, beta1, beta2, eps, max_grad_norm;
+    uint64_t seed;
+    int logging_steps, plot_loss, overwrite_output_dir;
+} lmf_train_options;
+
+/* Runs the whole training; the message of a failure names the file, key or record. */
+int lmf_train_run(const lmf_train_options *o);
+
+#endif

@@ -1,0 +1,90 @@
+/* lmforge train CFG.yaml [key=value ...]: LLaMA-Factory's training config, run on this process. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "lmforge/error.h"
+#include "lmforge/trainer.h"
+
+/* Keys this build reads but cannot honour yet: refuse them rather than silently ignore. */
+static int refuse_unavailable(const lmf_config *c) {
+    static const char *keys[] = {"deepspeed",         "quantization_bit",
+                                 "additional_target", "resume_from_checkpoint",
+                                 "tokenized_path",    "eval_dataset"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (lmf_config_is_set(c, keys[i]))
+            return lmf_errorf(LMF_EUNSUPPORTED, "%s: %s is not available in this build yet",
+                              c->path, keys[i]);
+    if (lmf_config_bool(c, "fp16"))
+        return lmf_errorf(LMF_EUNSUPPORTED, "%s: fp16 needs a GPU; on CPU use bf16: true", c->path);
+    if (lmf_config_bool(c, "do_eval") || lmf_config_float(c, "val_size") > 0)
+        return lmf_errorf(LMF_EUNSUPPORTED,
+                          "%s: evaluation (do_eval, val_size) is not available yet", c->path);
+    return 0;
+}
+
+int lmf_cmd_train(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fprintf(argc < 2 ? stderr : stdout, "usage: lmforge train CONFIG.yaml [key=value ...]\n");
+        return argc < 2 ? 2 : 0;
+    }
+    lmf_config c;
+    int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
+    if (rc) return lmf_cli_fail("train", rc);
+    if (!(rc = refuse_unavailable(&c))) {
+        lmf_cli_threads(lmf_config_is_set(&c, "threads") ? lmf_config_int(&c, "threads") : 0);
+        const char *stage = lmf_config_str(&c, "stage");
+        int rank = (int)lmf_config_int(&c, "lora_rank");
+        lmf_train_options o = {
+            .model_dir = lmf_config_str(&c, "model_name_or_path"),
+            .adapter_dir = lmf_config_str(&c, "adapter_name_or_path"),
+            .output_dir = lmf_config_str(&c, "output_dir"),
+            .stage = stage,
+            .finetuning_type = lmf_config_str(&c, "finetuning_type"),
+            .lora_rank = rank,
+            .lora_alpha = lmf_config_is_set(&c, "lora_alpha")
+                              ? (float)lmf_config_int(&c, "lora_alpha")
+                              : 2.0f * rank,
+            .lora_dropout = (float)lmf_config_float(&c, "lora_dropout"),
+            .lora_target = lmf_config_str(&c, "lora_target"),
+            .freeze_trainable_layers = (int)lmf_config_int(&c, "freeze_trainable_layers"),
+            .freeze_trainable_modules = lmf_config_str(&c, "freeze_trainable_modules"),
+            .data = {lmf_config_str(&c, "dataset_dir"), lmf_config_str(&c, "dataset"), stage,
+                     lmf_config_str(&c, "mix_strategy"),
+                     lmf_config_is_set(&c, "max_samples") ? lmf_config_int(&c, "max_samples") : 0,
+                     0, (uint64_t)lmf_config_int(&c, "seed")},
+            .template_name = lmf_config_str(&c, "template"),
+            .cutoff_len = (int)lmf_config_int(&c, "cutoff_len"),
+            .packing = lmf_config_is_set(&c, "packing") ? lmf_config_bool(&c, "packing")
+                                                        : !strcmp(stage, "pt"),
+            .train_on_prompt = lmf_config_bool(&c, "train_on_prompt"),
+            .mask_history = lmf_config_bool(&c, "mask_history"),
+            .enable_thinking = lmf_config_bool(&c, "enable_thinking"),
+            .batch_size = (int)lmf_config_int(&c, "per_device_train_batch_size"),
+            .grad_accum = (int)lmf_config_int(&c, "gradient_accumulation_steps"),
+            .learning_rate = lmf_config_float(&c, "learning_rate"),
+            .epochs = lmf_config_float(&c, "num_train_epochs"),
+            .max_steps = lmf_config_int(&c, "max_steps"),
+            .scheduler = lmf_config_str(&c, "lr_scheduler_type"),
+            .warmup_ratio = lmf_config_float(&c, "warmup_ratio"),
+            .warmup_steps = lmf_config_int(&c, "warmup_steps"),
+            .weight_decay = lmf_config_float(&c, "weight_decay"),
+            .beta1 = lmf_config_float(&c, "adam_beta1"),
+            .beta2 = lmf_config_float(&c, "adam_beta2"),
+            .eps = lmf_config_float(&c, "adam_epsilon"),
+            .max_grad_norm = lmf_config_float(&c, "max_grad_norm"),
+            .seed = (uint64_t)lmf_config_int(&c, "seed"),
+            .logging_steps = (int)lmf_config_int(&c, "logging_steps"),
+            .plot_loss = lmf_config_bool(&c, "plot_loss"),
+            .overwrite_output_dir = lmf_config_bool(&c, "overwrite_output_dir"),
+        };
+        if (!lmf_config_bool(&c, "do_train"))
+            rc = lmf_errorf(LMF_EINVAL, "%s: do_train is false: nothing to do", c.path);
+        else
+            rc = lmf_train_run(&o);
+        if (rc) lmf_error_prefix(rc, "%s", c.path);
+    }
+    lmf_config_free(&c);
+    return lmf_cli_fail("train", rc);
+}
