@@ -14,6 +14,7 @@
 #include "lmforge/encode.h"
 #include "lmforge/model.h"
 #include "lmforge/optim.h"
+#include "lmforge/plot.h"
 #include "lmforge/sampler.h"
 #include "lmforge/tokenizer.h"
 
@@ -318,13 +319,11 @@ static int train_loop(trainer *t) {
         if (!rc) rc = lmf_file_write_atomic(p, buf, (size_t)len);
         free(p);
     }
-#ifdef LMF_HAVE_PLOT
     if (!rc && o->plot_loss && n_curve > 0) {
         char *p = lmf_path_join(o->output_dir, "training_loss.png");
         rc = lmf_plot_loss(p, curve_x, curve_y, n_curve, "training loss", "loss");
         free(p);
     }
-#endif
     if (!rc) lmf_info("saved to %s (%.1f s)", o->output_dir, runtime);
     free(curve_x), free(curve_y), free(segs);
     lmf_adamw_free(&opt);

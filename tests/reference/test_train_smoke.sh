@@ -24,6 +24,7 @@ per_device_train_batch_size: 4
 gradient_accumulation_steps: 2
 learning_rate: 5.0e-3
 max_steps: 40
+plot_loss: true
 lr_scheduler_type: cosine
 warmup_ratio: 0.1
 YAML
@@ -40,7 +41,7 @@ sys.exit(0 if last < 0.8 * first else 1)
 PY
 }
 check "LoRA loss falls" falls lora/trainer_log.jsonl
-check "outputs: adapter, config, tokenizer, results" sh -c "test -f lora/adapter_model.safetensors && test -f lora/adapter_config.json && test -f lora/tokenizer.json && test -f lora/train_results.json"
+check "outputs: adapter, config, tokenizer, results, loss plot" sh -c "test -f lora/adapter_model.safetensors && test -f lora/adapter_config.json && test -f lora/tokenizer.json && test -f lora/train_results.json && head -c 8 lora/training_loss.png | od -An -c | grep -q 'P   N   G'"
 IDS=$(printf 'What color is the fox?' | "$LMF" tokenizer encode --tokenizer model | tr -d '[] ')
 peft_nll() { # peft_nll MODEL ADAPTER IDS: lmforge score --adapter == peft on transformers
     "$LMF" score --model "$1" --adapter "$2" --ids "$3" --json > ours.json && "$LMF_PY" - "$1" "$2" "$3" <<'PY'
