@@ -230,11 +230,10 @@ void lmf_config_free(lmf_config *c) {
 }
 
 /* The key's value, or its parsed default. */
-static lmf_cfg_value value_of(const lmf_config *c, const char *key, int *ok) {
+static lmf_cfg_value value_of(const lmf_config *c, const char *key) {
     int n, i = key_index(key);
     const lmf_cfg_key *k = lmf_config_keys(&n);
     lmf_cfg_value v = {0};
-    *ok = i >= 0;
     if (i < 0) return v;
     if (c->values[i].set) return c->values[i];
     if (k[i].def) {
@@ -247,23 +246,19 @@ static lmf_cfg_value value_of(const lmf_config *c, const char *key, int *ok) {
 }
 
 const char *lmf_config_str(const lmf_config *c, const char *key) {
-    int ok;
-    return value_of(c, key, &ok).str;
+    return value_of(c, key).str;
 }
 
 int64_t lmf_config_int(const lmf_config *c, const char *key) {
-    int ok;
-    return value_of(c, key, &ok).i;
+    return value_of(c, key).i;
 }
 
 double lmf_config_float(const lmf_config *c, const char *key) {
-    int ok;
-    return value_of(c, key, &ok).f;
+    return value_of(c, key).f;
 }
 
 int lmf_config_bool(const lmf_config *c, const char *key) {
-    int ok;
-    return value_of(c, key, &ok).b;
+    return value_of(c, key).b;
 }
 
 int lmf_config_is_set(const lmf_config *c, const char *key) {

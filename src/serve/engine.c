@@ -19,7 +19,8 @@ struct lmf_request {
     int n_table, table_cap, n_hashed;
     lmf_rng rng;
     int cancelled;
-    lmf_request *next; /* incoming queue link */
+    lmf_finish finished; /* set during a step, acted on after it */
+    lmf_request *next;   /* incoming queue link */
 };
 
 struct lmf_engine {
@@ -365,13 +366,13 @@ int lmf_engine_step(lmf_engine *e) {
             else if (r->n_tokens - r->n_prompt >= r->p.max_tokens ||
                      r->n_tokens >= e->m->cfg.max_pos)
                 why = why ? why : LMF_FINISH_LENGTH;
-            if (why) r->cancelled = -(int)why; /* finished below, after the loop */
+            r->finished = why; /* acted on below, once every sequence of the step is sampled */
         }
         for (int i = e->n_running - 1; i >= 0; i--)
-            if (e->running[i]->cancelled < 0) {
+            if (e->running[i]->finished) {
                 lmf_request *r = e->running[i];
                 remove_at(e->running, &e->n_running, i);
-                finish(e, r, (lmf_finish)(-r->cancelled));
+                finish(e, r, r->finished);
             }
     }
     pthread_mutex_lock(&e->mu);
