@@ -30,9 +30,18 @@ typedef struct lmf_train_options {
     double weight_decay, beta1, beta2, eps, max_grad_norm;
     uint64_t seed;
     int logging_steps, plot_loss, overwrite_output_dir;
+    const char *save_strategy; /* "steps" | "epoch" | "no" */
+    int save_steps, save_total_limit, save_only_model;
+    const char
+        *resume_from_checkpoint; /* a checkpoint folder, "true" (newest in output_dir), NULL */
 } lmf_train_options;
 
-/* Runs the whole training; the message of a failure names the file, key or record. */
+/* Runs the whole training; the message of a failure names the file, key or record.
+ * Checkpoints: output_dir/checkpoint-N holds the adapter or model, optimizer.bin and
+ * trainer_state.bin (step, sampler position, dropout RNG); it is written to a temporary
+ * folder and renamed, so a kill at any instant leaves the previous one whole. A run whose
+ * output_dir holds checkpoints resumes from the newest unless overwrite_output_dir is set, and
+ * continues exactly: the final weights equal an uninterrupted run's bit for bit. */
 int lmf_train_run(const lmf_train_options *o);
 
 #endif

@@ -9,9 +9,8 @@
 
 /* Keys this build reads but cannot honour yet: refuse them rather than silently ignore. */
 static int refuse_unavailable(const lmf_config *c) {
-    static const char *keys[] = {"deepspeed",         "quantization_bit",
-                                 "additional_target", "resume_from_checkpoint",
-                                 "tokenized_path",    "eval_dataset"};
+    static const char *keys[] = {"deepspeed", "quantization_bit", "additional_target",
+                                 "tokenized_path", "eval_dataset"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (lmf_config_is_set(c, keys[i]))
             return lmf_errorf(LMF_EUNSUPPORTED, "%s: %s is not available in this build yet",
@@ -78,6 +77,13 @@ int lmf_cmd_train(int argc, char **argv) {
             .logging_steps = (int)lmf_config_int(&c, "logging_steps"),
             .plot_loss = lmf_config_bool(&c, "plot_loss"),
             .overwrite_output_dir = lmf_config_bool(&c, "overwrite_output_dir"),
+            .save_strategy = lmf_config_str(&c, "save_strategy"),
+            .save_steps = (int)lmf_config_int(&c, "save_steps"),
+            .save_total_limit = lmf_config_is_set(&c, "save_total_limit")
+                                    ? (int)lmf_config_int(&c, "save_total_limit")
+                                    : 0,
+            .save_only_model = lmf_config_bool(&c, "save_only_model"),
+            .resume_from_checkpoint = lmf_config_str(&c, "resume_from_checkpoint"),
         };
         if (!lmf_config_bool(&c, "do_train"))
             rc = lmf_errorf(LMF_EINVAL, "%s: do_train is false: nothing to do", c.path);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmforge/checkpoint.h"
 #include "lmforge/encode.h"
 #include "lmforge/model.h"
 #include "lmforge/optim.h"
@@ -38,6 +39,7 @@ typedef struct trainer {
     /* micro-batch buffers */
     int32_t *b_ids, *b_labels, *b_pos, *b_seg;
     FILE *log;
+    char *resume_dir; /* checkpoint to continue from, or NULL */
 } trainer;
 
 static int dir_is_empty(const char *path) {
@@ -203,6 +205,140 @@ static int save_outputs(trainer *t) {
     return rc;
 }
 
+/* Everything besides weights and optimizer moments that a resumed run needs to continue as
+ * if uninterrupted. Fixed layout behind a magic and a version. */
+typedef struct run_state {
+    int64_t step, total, consumed, tokens;
+    uint64_t numel, fingerprint;
+    uint8_t sampler[LMF_SAMPLER_STATE_BYTES];
+    uint64_t dropout_rng[4];
+    double loss_acc;
+} run_state;
+
+static const char state_magic[8] = {'L', 'M', 'F', 'T', 'R', 'S', 'T', '1'};
+
+/* Identifies what was trained: a checkpoint of another model or method is refused. */
+static uint64_t fingerprint(const trainer *t) {
+    char buf[256];
+    const lmf_model_config *c = &t->m->cfg;
+    int n =
+        snprintf(buf, sizeof buf, "%s|%d|%d|%d|%d|%d|%d|%u|%d", t->o->finetuning_type, c->hidden,
+                 c->layers, c->heads, c->kv_heads, c->vocab, t->lora ? t->lora->r : 0,
+                 t->lora ? t->lora->targets : 0u, t->o->freeze_trainable_layers);
+    return lmf_hash_bytes(buf, (size_t)n);
+}
+
+static int save_state(const char *path, const run_state *st) {
+    uint8_t buf[16 + sizeof *st];
+    uint32_t version = 1, reserved = 0;
+    memcpy(buf, state_magic, 8);
+    memcpy(buf + 8, &version, 4);
+    memcpy(buf + 12, &reserved, 4);
+    memcpy(buf + 16, st, sizeof *st);
+    return lmf_file_write_atomic(path, buf, sizeof buf);
+}
+
+static int load_state(const char *path, run_state *st) {
+    char *data;
+    size_t len;
+    int rc = lmf_file_read_all(path, &data, &len);
+    if (rc) return rc;
+    uint32_t version = 0;
+    if (len >= 12) memcpy(&version, data + 8, 4);
+    if (len != 16 + sizeof *st || memcmp(data, state_magic, 8) || version != 1)
+        rc = lmf_errorf(LMF_EFORMAT, "%s: not a trainer state of this lmforge version (size %zu)",
+                        path, len);
+    else
+        memcpy(st, data + 16, sizeof *st);
+    free(data);
+    if (!rc && (st->step < 0 || st->step > st->total || st->consumed < 0))
+        rc = lmf_errorf(LMF_EFORMAT, "%s: corrupt trainer state", path);
+    return rc;
+}
+
+/* Writes checkpoint-N: weights, optimizer, run state; atomically as a folder. */
+static int save_checkpoint(trainer *t, const lmf_adamw *opt, const lmf_sampler *smp,
+                           const run_state *st) {
+    const lmf_train_options *o = t->o;
+    char *tmp = NULL, *p = NULL;
+    int rc = lmf_ckpt_begin(o->output_dir, st->step, &tmp);
+    if (!rc) rc = t->lora ? lmf_lora_save(t->lora, t->m, tmp) : lmf_model_save(t->m, tmp);
+    if (!rc && !o->save_only_model) {
+        p = lmf_path_join(tmp, "optimizer.bin");
+        rc = lmf_adamw_save(opt, p);
+        free(p);
+    }
+    if (!rc) {
+        run_state s = *st;
+        lmf_sampler_save(smp, s.sampler);
+        if (t->lora) memcpy(s.dropout_rng, t->lora->dropout_rng.s, sizeof s.dropout_rng);
+        p = lmf_path_join(tmp, "trainer_state.bin");
+        rc = save_state(p, &s);
+        free(p);
+    }
+    if (!rc) {
+        char json[256];
+        int n = snprintf(
+            json, sizeof json,
+            "{\n  \"global_step\": %lld,\n  \"max_steps\": %lld,\n  \"epoch\": %.4f\n}\n",
+            (long long)st->step, (long long)st->total, (double)st->consumed / (double)t->n_rows);
+        p = lmf_path_join(tmp, "trainer_state.json");
+        rc = lmf_file_write_atomic(p, json, (size_t)n);
+        free(p);
+    }
+    if (!rc) rc = lmf_ckpt_commit(o->output_dir, st->step, tmp);
+    if (rc) {
+        lmf_error_prefix(rc, "saving checkpoint-%lld (the previous checkpoint is kept)",
+                         (long long)st->step);
+        if (tmp) lmf_remove_tree(tmp);
+    } else {
+        rc = lmf_ckpt_prune(o->output_dir, o->save_total_limit);
+    }
+    free(tmp);
+    return rc;
+}
+
+/* Restores weights, optimizer and run state from a checkpoint folder. */
+static int load_checkpoint(trainer *t, const char *dir, lmf_adamw *opt, lmf_sampler *smp,
+                           run_state *st) {
+    char *p = lmf_path_join(dir, "trainer_state.bin");
+    int rc = load_state(p, st);
+    free(p);
+    if (rc) return rc;
+    size_t numel = t->lora ? t->lora->numel : t->m->numel;
+    if (st->fingerprint != fingerprint(t) || st->numel != numel)
+        return lmf_errorf(
+            LMF_EINVAL,
+            "%s: a checkpoint of another model, method or LoRA setting; refusing to resume", dir);
+    if (t->lora) {
+        lmf_lora *l = NULL;
+        if ((rc = lmf_lora_load(&l, t->m, dir))) return rc;
+        if (l->numel != numel)
+            rc = lmf_errorf(LMF_EINVAL, "%s: adapter does not match this run", dir);
+        else
+            memcpy(t->lora->params, l->params, numel * sizeof(float));
+        lmf_lora_free(l);
+        memcpy(t->lora->dropout_rng.s, st->dropout_rng, sizeof st->dropout_rng);
+    } else {
+        lmf_model *m = NULL;
+        if ((rc = lmf_model_load(&m, dir, lmf_backend_cpu()))) return rc;
+        if (m->numel != numel)
+            rc = lmf_errorf(LMF_EINVAL, "%s: model does not match this run", dir);
+        else
+            memcpy(t->m->params, m->params, numel * sizeof(float));
+        lmf_model_free(m);
+    }
+    if (rc) return rc;
+    p = lmf_path_join(dir, "optimizer.bin");
+    if (lmf_path_exists(p))
+        rc = lmf_adamw_load(opt, p);
+    else
+        lmf_warn("%s: no optimizer state (save_only_model): moments restart from zero", dir);
+    free(p);
+    if (!rc) rc = lmf_sampler_restore(smp, st->sampler, dir);
+    return rc;
+}
+
 static int train_loop(trainer *t) {
     const lmf_train_options *o = t->o;
     float *params = t->lora ? t->lora->params : t->m->params,
@@ -242,8 +378,21 @@ static int train_loop(trainer *t) {
              (long long)total, (long long)steps_per_epoch, o->batch_size, o->grad_accum,
              o->finetuning_type, numel);
     double t0 = lmf_time_sec(), loss_acc = 0, logged_loss = 0;
-    int64_t tok_acc = 0, consumed = 0;
-    for (int64_t step = 0; step < total && !rc; step++) {
+    int64_t tok_acc = 0, consumed = 0, first = 0;
+    if (!rc && t->resume_dir) {
+        run_state st;
+        rc = load_checkpoint(t, t->resume_dir, &opt, &sampler, &st);
+        if (!rc && st.total != total)
+            rc = lmf_errorf(LMF_EINVAL, "%s: saved for %lld total steps, this config gives %lld",
+                            t->resume_dir, (long long)st.total, (long long)total);
+        if (!rc) {
+            first = st.step, consumed = st.consumed, tok_acc = st.tokens, loss_acc = st.loss_acc;
+            lmf_info("resumed from %s: step %lld of %lld, epoch %.2f, learning rate %.6g",
+                     t->resume_dir, (long long)first, (long long)total,
+                     (double)consumed / (double)t->n_rows, lmf_schedule_lr(&sched, first));
+        }
+    }
+    for (int64_t step = first; step < total && !rc; step++) {
         memset(grads, 0, numel * sizeof(float));
         lmf_batch mb[64];
         int64_t tgt[64], tok[64], step_targets = 0;
@@ -299,6 +448,15 @@ static int train_loop(trainer *t) {
             }
             curve_x[n_curve] = (double)(step + 1), curve_y[n_curve++] = logged_loss;
         }
+        int64_t done = step + 1;
+        int save = !strcmp(o->save_strategy, "steps")   ? done % o->save_steps == 0
+                   : !strcmp(o->save_strategy, "epoch") ? done % steps_per_epoch == 0
+                                                        : 0;
+        if (save && done < total) {
+            run_state st = {done,           total, consumed, tok_acc, numel,
+                            fingerprint(t), {0},   {0},      loss_acc};
+            rc = save_checkpoint(t, &opt, &sampler, &st);
+        }
     }
     t->m->loss_denom = 0;
     double runtime = lmf_time_sec() - t0;
@@ -338,12 +496,39 @@ int lmf_train_run(const lmf_train_options *o) {
         return lmf_errorf(
             LMF_EINVAL,
             "per_device_train_batch_size <= 1024 and gradient_accumulation_steps <= 64");
-    if (!o->overwrite_output_dir && !dir_is_empty(o->output_dir))
+    trainer t = {.o = o};
+    int64_t ck_step;
+    char *latest = NULL;
+    int has_ckpt = lmf_ckpt_latest(o->output_dir, &latest, &ck_step) == 0;
+    if (o->resume_from_checkpoint && strcmp(o->resume_from_checkpoint, "false") &&
+        strcmp(o->resume_from_checkpoint, "False")) {
+        if (!strcmp(o->resume_from_checkpoint, "true") ||
+            !strcmp(o->resume_from_checkpoint, "True")) {
+            if (!has_ckpt)
+                return lmf_errorf(LMF_ENOENT, "resume_from_checkpoint: no checkpoint-N in %s",
+                                  o->output_dir);
+            t.resume_dir = latest, latest = NULL;
+        } else {
+            free(latest);
+            if (!lmf_path_exists(o->resume_from_checkpoint))
+                return lmf_errorf(LMF_ENOENT, "resume_from_checkpoint: %s does not exist",
+                                  o->resume_from_checkpoint);
+            t.resume_dir = lmf_strdup(o->resume_from_checkpoint);
+            latest = NULL;
+        }
+    } else if (has_ckpt && !o->overwrite_output_dir) {
+        lmf_info("output_dir %s holds checkpoint-%lld: resuming from it (overwrite_output_dir: "
+                 "true starts afresh)",
+                 o->output_dir, (long long)ck_step);
+        t.resume_dir = latest, latest = NULL;
+    } else if (!has_ckpt && !o->overwrite_output_dir && !dir_is_empty(o->output_dir)) {
         return lmf_errorf(
             LMF_EINVAL,
-            "output_dir %s is not empty; set overwrite_output_dir: true to write into it anyway",
+            "output_dir %s is not empty and holds no checkpoint; set overwrite_output_dir: true to "
+            "write into it anyway",
             o->output_dir);
-    trainer t = {.o = o};
+    }
+    free(latest);
     int rc = lmf_mkdir_p(o->output_dir);
     if (!rc) rc = lmf_tokenizer_load(&t.tok, o->model_dir);
     if (!rc) rc = setup_model(&t);
@@ -354,7 +539,7 @@ int lmf_train_run(const lmf_train_options *o) {
     }
     if (!rc) {
         char *p = lmf_path_join(o->output_dir, "trainer_log.jsonl");
-        t.log = p ? fopen(p, "w") : NULL;
+        t.log = p ? fopen(p, t.resume_dir ? "a" : "w") : NULL;
         if (!t.log) rc = lmf_errorf(LMF_EIO, "%s: cannot write", p ? p : o->output_dir);
         free(p);
     }
@@ -367,5 +552,6 @@ int lmf_train_run(const lmf_train_options *o) {
     lmf_lora_free(t.lora);
     lmf_model_free(t.m);
     lmf_tokenizer_free(t.tok);
+    free(t.resume_dir);
     return rc;
 }

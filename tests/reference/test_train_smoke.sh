@@ -74,4 +74,30 @@ check_fails "unknown template" "$LMF" train lora.yaml output_dir=x3 template=nop
 grep -q "nope" "$WORK/out.txt" || { echo "FAIL message"; fail=$((fail + 1)); }
 check_fails "fp16 on CPU" "$LMF" train lora.yaml output_dir=x4 fp16=true
 grep -q "bf16" "$WORK/out.txt" || { echo "FAIL message"; fail=$((fail + 1)); }
+# Checkpoints and exact resume: an uninterrupted run against one killed with SIGKILL after a
+# checkpoint and resumed (LoRA with dropout, so the RNG state matters too).
+sed -e 's/output_dir: lora/output_dir: run_a/' -e 's/max_steps: 40/max_steps: 24/' lora.yaml > resume.yaml
+printf 'lora_dropout: 0.1\nsave_steps: 4\nsave_total_limit: 2\n' >> resume.yaml
+check "uninterrupted run" "$LMF" train resume.yaml
+killed_run() { # start run_b, SIGKILL it after its first checkpoint and before it ends
+    for delay in 0.05 0.1 0.2 0.02 0.3 0.01 0.5; do
+        rm -rf run_b
+        "$LMF" train resume.yaml output_dir=run_b > /dev/null 2>&1 &
+        pid=$!
+        sleep "$delay"
+        kill -9 "$pid" 2> /dev/null
+        wait "$pid" 2> /dev/null
+        if ls -d run_b/checkpoint-* > /dev/null 2>&1 && [ ! -f run_b/adapter_model.safetensors ]; then
+            echo "killed after $(ls -d run_b/checkpoint-* | tr '\n' ' ')"
+            return 0
+        fi
+    done
+    return 1
+}
+check "kill -9 after a checkpoint" killed_run
+check "resume: continues from the newest checkpoint" sh -c "'$LMF' train resume.yaml output_dir=run_b 2>&1 | grep 'resumed from'"
+check "resumed final weights bit-identical to the uninterrupted run" cmp run_a/adapter_model.safetensors run_b/adapter_model.safetensors
+check "save_total_limit keeps 2 checkpoints" sh -c "test \$(ls -d run_a/checkpoint-* | wc -l) -eq 2 && test -d run_a/checkpoint-20 && test -d run_a/checkpoint-16"
+check_fails "a checkpoint of another LoRA setting is refused" "$LMF" train resume.yaml output_dir=run_b resume_from_checkpoint=run_a/checkpoint-16 lora_rank=4
+grep -q "another model" "$WORK/out.txt" || { echo "FAIL message"; fail=$((fail + 1)); }
 finish
