@@ -141,6 +141,10 @@ void lmf_model_init_random(lmf_model *m, uint64_t seed); /* as transformers init
 void lmf_model_free(lmf_model *m);
 /* Writes config.json + model.safetensors (in cfg.file_dtype) into dir. */
 int lmf_model_save(const lmf_model *m, const char *dir);
+/* The same, split into model-0000K-of-0000N.safetensors files of at most max_shard_bytes each
+ * (a larger single tensor gets a shard of its own) plus model.safetensors.index.json, as
+ * transformers' save_pretrained shards; one shard is written as model.safetensors. */
+int lmf_model_save_sharded(const lmf_model *m, const char *dir, size_t max_shard_bytes);
 const lmf_param *lmf_model_find_param(const lmf_model *m, const char *name);
 
 /* Gradients: allocates the gradient buffer and marks every parameter trainable (full
@@ -204,5 +208,7 @@ void lmf_lora_free(lmf_lora *l);
 /* PEFT format: adapter_config.json + adapter_model.safetensors. */
 int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir);
 int lmf_lora_load(lmf_lora **out, const lmf_model *m, const char *dir);
+/* Folds the adapter into the base weights: W += scale * B A for every targeted linear. */
+void lmf_lora_merge(const lmf_lora *l, lmf_model *m);
 
 #endif

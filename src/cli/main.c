@@ -16,6 +16,8 @@ static const struct {
     {"tokenizer", "encode stdin text to token ids or decode ids (tokenizer.json)",
      lmf_cmd_tokenizer},
     {"train", "fine-tune a model from a LLaMA-Factory YAML config", lmf_cmd_train},
+    {"export", "merge a LoRA adapter into its base model (LLaMA-Factory merge config)",
+     lmf_cmd_export},
     {"chat", "chat with a model (and adapter) in the terminal, or answer --prompt lines",
      lmf_cmd_chat},
     {"data", "preview how a config's dataset renders: template, tokens, trained spans",

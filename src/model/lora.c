@@ -338,3 +338,14 @@ done:
     *out = l;
     return 0;
 }
+
+void lmf_lora_merge(const lmf_lora *l, lmf_model *m) {
+    for (int layer = 0; layer < m->cfg.layers; layer++)
+        for (int id = 0; id < LMF_N_LINEAR; id++) {
+            int k = layer * LMF_N_LINEAR + id, out, in;
+            if (!l->A[k]) continue;
+            lmf_linear_shape(&m->cfg, (lmf_linear_id)id, &out, &in);
+            m->be->gemm(0, 0, out, in, l->r, l->scale, l->B[k], l->r, l->A[k], in, 1.0f,
+                        m->w.layers[layer].w[id], in);
+        }
+}

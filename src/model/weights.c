@@ -274,38 +274,83 @@ done:
     return 0;
 }
 
-int lmf_model_save(const lmf_model *m, const char *dir) {
+/* Writes one shard: the table entries [from, to) into path. */
+static int write_shard(const lmf_model *m, int from, int to, const void *conv, const char *path) {
+    lmf_dtype dt = m->cfg.file_dtype;
+    lmf_st_writer w;
+    lmf_st_writer_init(&w);
+    int rc = 0;
+    for (int i = from; i < to && !rc; i++) {
+        const lmf_param *p = &m->table[i];
+        const void *data = conv ? (const uint8_t *)conv + p->offset * lmf_dtype_size(dt)
+                                : (const void *)(m->params + p->offset);
+        rc = lmf_st_writer_add(&w, p->name, dt, p->ndim, p->shape, data);
+    }
+    if (!rc) rc = lmf_st_writer_write(&w, path);
+    lmf_st_writer_free(&w);
+    return rc;
+}
+
+int lmf_model_save_sharded(const lmf_model *m, const char *dir, size_t max_shard_bytes) {
     int rc = lmf_mkdir_p(dir);
     if (rc) return rc;
     lmf_dtype dt = m->cfg.file_dtype;
+    size_t esize = lmf_dtype_size(dt);
     void *conv = NULL;
     if (dt != LMF_F32) {
-        conv = malloc(m->numel * lmf_dtype_size(dt));
+        conv = malloc(m->numel * esize);
         if (!conv) return lmf_errorf(LMF_ENOMEM, "%s: out of memory converting weights", dir);
+        for (int i = 0; i < m->n_params; i++)
+            lmf_convert_from_f32((uint8_t *)conv + m->table[i].offset * esize, dt,
+                                 m->params + m->table[i].offset, m->table[i].numel);
     }
-    lmf_st_writer w;
-    lmf_st_writer_init(&w);
-    for (int i = 0; i < m->n_params && !rc; i++) {
-        const lmf_param *p = &m->table[i];
-        const void *data = m->params + p->offset;
-        if (conv) {
-            void *dst = (uint8_t *)conv + p->offset * lmf_dtype_size(dt);
-            lmf_convert_from_f32(dst, dt, m->params + p->offset, p->numel);
-            data = dst;
-        }
-        rc = lmf_st_writer_add(&w, p->name, dt, p->ndim, p->shape, data);
+    /* Shards in table order, each as full as max_shard_bytes allows (at least one tensor). */
+    int *start = malloc(sizeof *start * (size_t)(m->n_params + 1)), n_shards = 0;
+    size_t in_shard = 0, total = 0;
+    if (!start) rc = lmf_errorf(LMF_ENOMEM, "%s: out of memory", dir);
+    for (int i = 0; !rc && i < m->n_params; i++) {
+        size_t b = m->table[i].numel * esize;
+        if (i == 0 || (max_shard_bytes && in_shard + b > max_shard_bytes && in_shard > 0))
+            start[n_shards++] = i, in_shard = 0;
+        in_shard += b, total += b;
     }
-    char *st_path = lmf_path_join(dir, "model.safetensors");
-    char *cfg_path = lmf_path_join(dir, "config.json");
-    char *json = lmf_model_config_to_json(&m->cfg);
-    if (!rc && (!st_path || !cfg_path || !json))
-        rc = lmf_errorf(LMF_ENOMEM, "%s: out of memory", dir);
-    if (!rc) rc = lmf_st_writer_write(&w, st_path);
-    if (!rc) rc = lmf_file_write_atomic(cfg_path, json, strlen(json));
-    lmf_st_writer_free(&w);
-    free(st_path);
-    free(cfg_path);
-    free(json);
+    if (!rc) start[n_shards] = m->n_params;
+    cJSON *index = n_shards > 1 ? cJSON_CreateObject() : NULL, *map = NULL;
+    if (index) {
+        cJSON *meta = cJSON_AddObjectToObject(index, "metadata");
+        cJSON_AddNumberToObject(meta, "total_size", (double)total);
+        map = cJSON_AddObjectToObject(index, "weight_map");
+    }
+    for (int s = 0; !rc && s < n_shards; s++) {
+        char name[64];
+        if (n_shards == 1)
+            snprintf(name, sizeof name, "model.safetensors");
+        else
+            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        char *path = lmf_path_join(dir, name);
+        rc = path ? write_shard(m, start[s], start[s + 1], conv, path) : LMF_ENOMEM;
+        for (int i = start[s]; !rc && map && i < start[s + 1]; i++)
+            cJSON_AddStringToObject(map, m->table[i].name, name);
+        free(path);
+    }
+    if (!rc && index) {
+        char *text = cJSON_Print(index), *path = lmf_path_join(dir, "model.safetensors.index.json");
+        rc = text && path ? lmf_file_write_atomic(path, text, strlen(text)) : LMF_ENOMEM;
+        free(text), free(path);
+    }
+    cJSON_Delete(index);
+    if (!rc) {
+        char *cfg_path = lmf_path_join(dir, "config.json"),
+             *json = lmf_model_config_to_json(&m->cfg);
+        rc = cfg_path && json ? lmf_file_write_atomic(cfg_path, json, strlen(json))
+                              : lmf_errorf(LMF_ENOMEM, "%s: out of memory", dir);
+        free(cfg_path), free(json);
+    }
+    free(start);
     free(conv);
     return rc;
+}
+
+int lmf_model_save(const lmf_model *m, const char *dir) {
+    return lmf_model_save_sharded(m, dir, 0);
 }

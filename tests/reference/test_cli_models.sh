@@ -25,6 +25,10 @@ for arch in llama mistral qwen2 qwen3; do
     check "$arch tiny loads in transformers without warnings" "$LMF_PY" "$REF/check_load.py" --model "$M/$arch"
     check "$arch tiny: score == transformers NLL" nll_matches "$M/$arch" "$IDS"
 done
+check "sharded save (model-0000K-of-0000N + index)" "$TOOL" save-sharded --model "$M/qwen2" --out "$M/qwen2_sharded" --max-bytes 300000
+check "sharded folder has several shards and an index" sh -c "test -f '$M/qwen2_sharded/model.safetensors.index.json' && test \$(ls '$M/qwen2_sharded'/model-*-of-*.safetensors | wc -l) -gt 1"
+check "sharded folder loads in transformers without warnings" "$LMF_PY" "$REF/check_load.py" --model "$M/qwen2_sharded"
+check "sharded folder: score == transformers NLL" nll_matches "$M/qwen2_sharded" "$IDS"
 check "init-model qwen2 tiny bf16" "$LMF" init-model --arch qwen2 --preset tiny --seed 12 --dtype bfloat16 --out "$M/qwen2_bf16"
 check "qwen2 bf16 loads in transformers without warnings" "$LMF_PY" "$REF/check_load.py" --model "$M/qwen2_bf16"
 check "qwen2 bf16: score == transformers NLL" nll_matches "$M/qwen2_bf16" "$IDS"

@@ -60,6 +60,17 @@ PY
 }
 check "trained adapter: lmforge NLL == peft NLL" peft_nll model lora "$IDS"
 
+printf 'model_name_or_path: model\nadapter_name_or_path: lora\nfinetuning_type: lora\nexport_dir: merged\n' > merge.yaml
+check "lmforge export merges the adapter" "$LMF" export merge.yaml
+check "merged model loads in transformers" "$LMF_PY" "$REF/check_load.py" --model merged
+merged_nll() { # transformers on the merged folder == lmforge on base + adapter
+    "$LMF" score --model model --adapter lora --ids "$IDS" --json > o.json &&
+        "$LMF_PY" "$REF/hf_nll.py" --model merged --ids "$IDS" > r.json &&
+        "$LMF_PY" -c "import json; o=json.load(open('o.json'))['mean_nll']; r=json.load(open('r.json'))['mean_nll']; print(o, r); exit(0 if abs(o-r) <= 1e-4*abs(r) else 1)"
+}
+check "merged model in transformers == base + adapter in lmforge (NLL)" merged_nll
+check_fails "export_legacy_format refused" "$LMF" export merge.yaml export_legacy_format=true
+
 sed -e 's/finetuning_type: lora/finetuning_type: full/' -e 's/output_dir: lora/output_dir: full/' lora.yaml > full.yaml
 check "lmforge train (full sft)" "$LMF" train full.yaml max_steps=20 learning_rate=1e-3
 check "full fine-tuned model loads in transformers" "$LMF_PY" "$REF/check_load.py" --model full

@@ -6,7 +6,8 @@
  *         catches a wrong gradient)
  *   randomize --model DIR --seed N      non-trivial norms and biases, saved in place
  *   make-adapter --model DIR --out DIR --r R --alpha A --targets LIST --seed N
- *         a PEFT adapter with random A and non-zero B */
+ *         a PEFT adapter with random A and non-zero B
+ *   save-sharded --model DIR --out DIR --max-bytes N   the model in shards of at most N bytes */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,18 @@ static int cmd_make_adapter(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_save_sharded(int argc, char **argv) {
+    const char *dir = arg(argc, argv, "--model", NULL), *out = arg(argc, argv, "--out", NULL);
+    long max = atol(arg(argc, argv, "--max-bytes", "100000"));
+    lmf_model *m;
+    if (!dir || !out) return lmf_errorf(LMF_EINVAL, "save-sharded: --model and --out needed");
+    int rc = lmf_model_load(&m, dir, lmf_backend_cpu());
+    if (rc) return rc;
+    rc = lmf_model_save_sharded(m, out, (size_t)max);
+    lmf_model_free(m);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: lmf-testtool grads|randomize|make-adapter ...\n");
@@ -175,6 +188,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "grads")) return fail(cmd_grads(argc, argv));
     if (!strcmp(argv[1], "randomize")) return fail(cmd_randomize(argc, argv));
     if (!strcmp(argv[1], "make-adapter")) return fail(cmd_make_adapter(argc, argv));
+    if (!strcmp(argv[1], "save-sharded")) return fail(cmd_save_sharded(argc, argv));
     fprintf(stderr, "lmf-testtool: unknown command %s\n", argv[1]);
     return 2;
 }

@@ -1,0 +1,63 @@
+/* lmforge export CFG.yaml [key=value ...]: LLaMA-Factory's merge config (model_name_or_path,
+ * adapter_name_or_path, export_dir, export_size in GB) -> a Hugging Face folder with the LoRA
+ * adapter folded into the base weights, sharded by export_size, tokenizer files copied. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "lmforge/error.h"
+#include "lmforge/model.h"
+
+static int run_export(const lmf_config *c) {
+    const char *model_dir = lmf_config_str(c, "model_name_or_path"),
+               *adapter = lmf_config_str(c, "adapter_name_or_path");
+    const char *out = lmf_config_str(c, "export_dir");
+    if (!model_dir) return lmf_errorf(LMF_EINVAL, "%s: model_name_or_path is required", c->path);
+    if (!out) return lmf_errorf(LMF_EINVAL, "%s: export_dir is required", c->path);
+    if (lmf_config_bool(c, "export_legacy_format"))
+        return lmf_errorf(
+            LMF_EUNSUPPORTED,
+            "%s: export_legacy_format (.bin files) is not supported; safetensors only", c->path);
+    if (lmf_config_is_set(c, "quantization_bit"))
+        return lmf_errorf(LMF_EUNSUPPORTED,
+                          "%s: quantization_bit is not available in this build yet", c->path);
+    if (adapter && strcmp(lmf_config_str(c, "finetuning_type"), "lora"))
+        return lmf_errorf(LMF_EINVAL, "%s: adapter_name_or_path needs finetuning_type: lora",
+                          c->path);
+    lmf_model *m = NULL;
+    lmf_lora *l = NULL;
+    int rc = lmf_model_load(&m, model_dir, lmf_backend_cpu());
+    if (!rc && adapter && !(rc = lmf_lora_load(&l, m, adapter))) lmf_lora_merge(l, m);
+    size_t shard = (size_t)lmf_config_int(c, "export_size") << 30;
+    if (!rc) rc = lmf_model_save_sharded(m, out, shard);
+    static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json",
+                                      "special_tokens_map.json", "tokenizer.model",
+                                      "generation_config.json"};
+    for (size_t i = 0; !rc && i < sizeof tok_files / sizeof *tok_files; i++) {
+        char *src = lmf_path_join(model_dir, tok_files[i]), *dst = lmf_path_join(out, tok_files[i]);
+        if (src && dst && lmf_path_exists(src)) rc = lmf_file_copy(src, dst);
+        free(src), free(dst);
+    }
+    if (!rc)
+        printf("exported %s%s%s to %s\n", model_dir, adapter ? " + " : "", adapter ? adapter : "",
+               out);
+    lmf_lora_free(l);
+    lmf_model_free(m);
+    return rc;
+}
+
+int lmf_cmd_export(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fprintf(argc < 2 ? stderr : stdout, "usage: lmforge export CONFIG.yaml [key=value ...]\n");
+        return argc < 2 ? 2 : 0;
+    }
+    lmf_config c;
+    int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
+    if (rc) return lmf_cli_fail("export", rc);
+    lmf_cli_threads(lmf_config_is_set(&c, "threads") ? lmf_config_int(&c, "threads") : 0);
+    rc = run_export(&c);
+    lmf_config_free(&c);
+    return lmf_cli_fail("export", rc);
+}
