@@ -90,11 +90,12 @@ grep -q "bf16" "$WORK/out.txt" || { echo "FAIL message"; fail=$((fail + 1)); }
 sed -e 's/output_dir: lora/output_dir: run_a/' -e 's/max_steps: 40/max_steps: 24/' lora.yaml > resume.yaml
 printf 'lora_dropout: 0.1\nsave_steps: 4\nsave_total_limit: 2\n' >> resume.yaml
 check "uninterrupted run" "$LMF" train resume.yaml
-killed_run() { # start run_b, SIGKILL it after its first checkpoint and before it ends
-    for delay in 0.05 0.1 0.2 0.02 0.3 0.01 0.5; do
+killed_run() { # start run_b, SIGKILL it soon after its first checkpoint, before it ends
+    for delay in 0 0.01 0.03 0.002 0.05; do
         rm -rf run_b
         "$LMF" train resume.yaml output_dir=run_b > /dev/null 2>&1 &
         pid=$!
+        while kill -0 "$pid" 2> /dev/null && ! ls -d run_b/checkpoint-* > /dev/null 2>&1; do sleep 0.01; done
         sleep "$delay"
         kill -9 "$pid" 2> /dev/null
         wait "$pid" 2> /dev/null
