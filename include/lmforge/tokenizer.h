@@ -13,6 +13,11 @@ typedef struct lmf_tokenizer lmf_tokenizer;
  * add_bos_token/add_eos_token, chat_template). Errors name the file and JSON path. */
 int lmf_tokenizer_load(lmf_tokenizer **out, const char *dir);
 void lmf_tokenizer_free(lmf_tokenizer *t);
+/* Copies the tokenizer files a Hugging Face folder may hold (tokenizer.json,
+ * tokenizer_config.json, special_tokens_map.json, tokenizer.model, vocab.json, merges.txt,
+ * chat_template.jinja, and generation_config.json, which travels with them) from src_dir to
+ * dst_dir; absent ones are skipped. */
+int lmf_tokenizer_copy_files(const char *src_dir, const char *dst_dir);
 
 /* Encodes len bytes of UTF-8 text. add_special: apply the post-processor as Hugging Face's
  * add_special_tokens=True does (e.g. prepend <s> / <|begin_of_text|>). Special and added

@@ -21,5 +21,8 @@ const char *lmf_cli_value(int argc, char **argv, int *i, const char *cmd);
 int lmf_cli_int(const char *s, const char *flag, long long lo, long long hi, long long *out);
 /* Applies --threads N (or OMP_NUM_THREADS, else all cores). */
 void lmf_cli_threads(long long n);
+struct lmf_config;
+/* The same from a config's `threads` key. */
+void lmf_cli_threads_from_config(const struct lmf_config *c);
 
 #endif

@@ -165,7 +165,7 @@ int lmf_cmd_chat(int argc, char **argv) {
     int rc = lmf_config_load(&cfg, argv[1], ov, n_ov);
     chat c = {0};
     if (!rc) {
-        lmf_cli_threads(lmf_config_is_set(&cfg, "threads") ? lmf_config_int(&cfg, "threads") : 0);
+        lmf_cli_threads_from_config(&cfg);
         lmf_sampling_defaults(&c.sp);
         c.sp.temperature = (float)lmf_config_float(&cfg, "temperature");
         c.sp.top_p = (float)lmf_config_float(&cfg, "top_p");

@@ -129,7 +129,7 @@ int lmf_cmd_data(int argc, char **argv) {
     int rc = lmf_config_load(&c, argv[2], ov, n_ov);
     free(ov);
     if (rc) return lmf_cli_fail("data preview", rc);
-    lmf_cli_threads(lmf_config_is_set(&c, "threads") ? lmf_config_int(&c, "threads") : 0);
+    lmf_cli_threads_from_config(&c);
     rc = run_preview(&c, (int)n_show);
     lmf_config_free(&c);
     return lmf_cli_fail("data preview", rc);

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "lmforge/error.h"
 #include "lmforge/model.h"
+#include "lmforge/tokenizer.h"
 
 static int run_export(const lmf_config *c) {
     const char *model_dir = lmf_config_str(c, "model_name_or_path"),
@@ -32,14 +33,7 @@ static int run_export(const lmf_config *c) {
     if (!rc && adapter && !(rc = lmf_lora_load(&l, m, adapter))) lmf_lora_merge(l, m);
     size_t shard = (size_t)lmf_config_int(c, "export_size") << 30;
     if (!rc) rc = lmf_model_save_sharded(m, out, shard);
-    static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json",
-                                      "special_tokens_map.json", "tokenizer.model",
-                                      "generation_config.json"};
-    for (size_t i = 0; !rc && i < sizeof tok_files / sizeof *tok_files; i++) {
-        char *src = lmf_path_join(model_dir, tok_files[i]), *dst = lmf_path_join(out, tok_files[i]);
-        if (src && dst && lmf_path_exists(src)) rc = lmf_file_copy(src, dst);
-        free(src), free(dst);
-    }
+    if (!rc) rc = lmf_tokenizer_copy_files(model_dir, out);
     if (!rc)
         printf("exported %s%s%s to %s\n", model_dir, adapter ? " + " : "", adapter ? adapter : "",
                out);
@@ -56,7 +50,7 @@ int lmf_cmd_export(int argc, char **argv) {
     lmf_config c;
     int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
     if (rc) return lmf_cli_fail("export", rc);
-    lmf_cli_threads(lmf_config_is_set(&c, "threads") ? lmf_config_int(&c, "threads") : 0);
+    lmf_cli_threads_from_config(&c);
     rc = run_export(&c);
     lmf_config_free(&c);
     return lmf_cli_fail("export", rc);

@@ -7,14 +7,7 @@
 #include "cli.h"
 #include "lmforge/json.h"
 #include "lmforge/model.h"
-
-static const char *tokenizer_files[] = {"tokenizer.json",
-                                        "tokenizer_config.json",
-                                        "special_tokens_map.json",
-                                        "tokenizer.model",
-                                        "vocab.json",
-                                        "merges.txt",
-                                        "chat_template.jinja"};
+#include "lmforge/tokenizer.h"
 
 /* Id of a special token named in tokenizer_config.json (a string or {"content": ...}). */
 static int special_id(const cJSON *tcfg, const char *key, const cJSON *vocab, const cJSON *added) {
@@ -127,13 +120,7 @@ int lmf_cmd_init_model(int argc, char **argv) {
         lmf_model_init_random(m, (uint64_t)seed);
         rc = lmf_model_save(m, out);
     }
-    for (size_t i = 0; !rc && tok && i < sizeof tokenizer_files / sizeof *tokenizer_files; i++) {
-        char *src = lmf_path_join(tok, tokenizer_files[i]),
-             *dst = lmf_path_join(out, tokenizer_files[i]);
-        if (src && dst && lmf_path_exists(src)) rc = lmf_file_copy(src, dst);
-        free(src);
-        free(dst);
-    }
+    if (!rc && tok) rc = lmf_tokenizer_copy_files(tok, out);
     if (!rc) {
         size_t n = 0;
         for (int i = 0; i < m->n_params; i++) n += m->table[i].numel;

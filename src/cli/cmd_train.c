@@ -32,7 +32,7 @@ int lmf_cmd_train(int argc, char **argv) {
     int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
     if (rc) return lmf_cli_fail("train", rc);
     if (!(rc = refuse_unavailable(&c))) {
-        lmf_cli_threads(lmf_config_is_set(&c, "threads") ? lmf_config_int(&c, "threads") : 0);
+        lmf_cli_threads_from_config(&c);
         const char *stage = lmf_config_str(&c, "stage");
         int rank = (int)lmf_config_int(&c, "lora_rank");
         lmf_train_options o = {

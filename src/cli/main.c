@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "config.h"
 #include "lmforge/core.h"
 #include "lmforge/tensor.h"
 
@@ -84,4 +85,8 @@ void lmf_cli_threads(long long n) {
         n = env ? atoll(env) : 0;
     }
     lmf_compute_set_threads((int)n);
+}
+
+void lmf_cli_threads_from_config(const lmf_config *c) {
+    lmf_cli_threads(lmf_config_is_set(c, "threads") ? lmf_config_int(c, "threads") : 0);
 }

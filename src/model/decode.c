@@ -75,20 +75,6 @@ static int step_buffers(lmf_model *m, int n, int n_seqs, step_bufs *b) {
     return 0;
 }
 
-/* y = x W^T (+ bias) (+ LoRA, no dropout at inference). */
-static void linear(lmf_model *m, int l, lmf_linear_id id, const float *x, float *y, int n,
-                   const float *bias, float *mid) {
-    int out, in;
-    lmf_linear_shape(&m->cfg, id, &out, &in);
-    m->be->gemm(0, 1, n, out, in, 1.0f, x, in, m->w.layers[l].w[id], in, 0.0f, y, out);
-    if (bias) m->be->bias_fwd(y, bias, n, out);
-    const lmf_lora *lo = m->lora;
-    if (!lo || !(lo->targets & (1u << id))) return;
-    int k = l * LMF_N_LINEAR + id;
-    m->be->gemm(0, 1, n, lo->r, in, 1.0f, x, in, lo->A[k], in, 0.0f, mid, lo->r);
-    m->be->gemm(0, 1, n, out, lo->r, lo->scale, mid, lo->r, lo->B[k], lo->r, 1.0f, y, out);
-}
-
 static int validate(const lmf_model *m, const lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
                     int *n_total) {
     if (kv->layers != m->cfg.layers || kv->kv_dim != m->cfg.kv_heads * m->cfg.head_dim)
@@ -151,9 +137,9 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->attn_norm, n, C, c->rms_eps);
-        linear(m, l, LMF_Q, b.xn, b.q, n, w->bq, b.mid);
-        linear(m, l, LMF_K, b.xn, b.k, n, w->bk, b.mid);
-        linear(m, l, LMF_V, b.xn, b.v, n, w->bv, b.mid);
+        lmf_linear_apply(m, l, LMF_Q, b.xn, b.xn, b.q, n, w->bq, b.mid);
+        lmf_linear_apply(m, l, LMF_K, b.xn, b.xn, b.k, n, w->bk, b.mid);
+        lmf_linear_apply(m, l, LMF_V, b.xn, b.xn, b.v, n, w->bv, b.mid);
         if (c->qk_norm) {
             be->rmsnorm_fwd(b.q, NULL, b.q, w->q_norm, n * H, D, c->rms_eps);
             be->rmsnorm_fwd(b.k, NULL, b.k, w->k_norm, n * KVH, D, c->rms_eps);
@@ -163,13 +149,13 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         write_cache(kv, l, seqs, n_seqs, b.k, b.v);
         size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
         be->attn_paged(b.att, b.q, kv->k + layer_off, kv->v + layer_off, b.pseqs, n_seqs, &ps);
-        linear(m, l, LMF_O, b.att, b.xn, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_O, b.att, b.att, b.xn, n, NULL, b.mid);
         be->add(b.x, b.xn, (size_t)n * C);
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->mlp_norm, n, C, c->rms_eps);
-        linear(m, l, LMF_GATE, b.xn, b.gate, n, NULL, b.mid);
-        linear(m, l, LMF_UP, b.xn, b.up, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_GATE, b.xn, b.xn, b.gate, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_UP, b.xn, b.xn, b.up, n, NULL, b.mid);
         be->swiglu_fwd(b.h, b.gate, b.up, (size_t)n * c->ffn);
-        linear(m, l, LMF_DOWN, b.h, b.xn, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_DOWN, b.h, b.h, b.xn, n, NULL, b.mid);
         be->add(b.x, b.xn, (size_t)n * C);
     }
     /* Only the rows that want logits go through the final norm and lm_head. */

@@ -134,18 +134,30 @@ static int ensure_acts(lmf_model *m, int B, int T) {
 }
 
 /* y = x W^T (+ bias) (+ LoRA). x is (n, in), y is (n, out). */
-static void linear_fwd(lmf_model *m, int l, lmf_linear_id id, const float *x, float *y,
-                       const float *bias, int train) {
+void lmf_linear_apply(const lmf_model *m, int l, lmf_linear_id id, const float *x, const float *xd,
+                      float *y, int n, const float *bias, float *mid) {
     const lmf_backend *be = m->be;
-    lmf_acts *a = m->acts;
-    int n = a->n, out, in;
+    int out, in;
     lmf_linear_shape(&m->cfg, id, &out, &in);
     be->gemm(0, 1, n, out, in, 1.0f, x, in, m->w.layers[l].w[id], in, 0.0f, y, out);
     if (bias) be->bias_fwd(y, bias, n, out);
     const lmf_lora *lo = m->lora;
     if (!lo || !(lo->targets & (1u << id))) return;
     int r = lo->r, k = l * LMF_N_LINEAR + id;
-    float s = lo->scale, *mid = a->L[l].lora_mid[id], *mask = a->L[l].lora_mask[id];
+    be->gemm(0, 1, n, r, in, 1.0f, xd, in, lo->A[k], in, 0.0f, mid, r);
+    be->gemm(0, 1, n, out, r, lo->scale, mid, r, lo->B[k], r, 1.0f, y, out);
+}
+
+/* The training-time linear: keeps the adapter's intermediate for backward and draws the
+ * dropout mask of its input. */
+static void linear_fwd(lmf_model *m, int l, lmf_linear_id id, const float *x, float *y,
+                       const float *bias, int train) {
+    lmf_acts *a = m->acts;
+    int n = a->n, out, in;
+    lmf_linear_shape(&m->cfg, id, &out, &in);
+    const lmf_lora *lo = m->lora;
+    int lora = lo && (lo->targets & (1u << id));
+    float *mid = lora ? a->L[l].lora_mid[id] : NULL, *mask = lora ? a->L[l].lora_mask[id] : NULL;
     const float *xd = x;
     if (mask) {
         /* Dropout on the adapter's input only, as PEFT does; identity outside training. */
@@ -157,8 +169,7 @@ static void linear_fwd(lmf_model *m, int l, lmf_linear_id id, const float *x, fl
         }
         xd = tmp;
     }
-    be->gemm(0, 1, n, r, in, 1.0f, xd, in, lo->A[k], in, 0.0f, mid, r);
-    be->gemm(0, 1, n, out, r, s, mid, r, lo->B[k], r, 1.0f, y, out);
+    lmf_linear_apply(m, l, id, x, xd, y, n, bias, mid);
 }
 
 static int prepare_batch(lmf_model *m, const lmf_batch *b) {
@@ -240,8 +251,8 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     be->gemm(0, 1, n, c->vocab, C, 1.0f, a->xnf, C, m->w.lm_head, C, 0.0f, a->logits, c->vocab);
     if (logits) be->copy(logits, a->logits, sizeof(float) * n * c->vocab);
     float scale = m->loss_denom > 0 ? (float)(1.0 / m->loss_denom)
-                  : a->n_targets      ? 1.0f / (float)a->n_targets
-                                      : 0.0f;
+                  : a->n_targets    ? 1.0f / (float)a->n_targets
+                                    : 0.0f;
     be->xent(a->losses, want_grad ? a->logits : NULL, a->logits, a->targets, n, c->vocab, scale);
     double sum = 0;
     for (int i = 0; i < n; i++) {

@@ -7,6 +7,10 @@
 /* (out, in) of a linear layer under config c. */
 void lmf_linear_shape(const lmf_model_config *c, lmf_linear_id id, int *out, int *in);
 void lmf_model_free_acts(lmf_model *m);
+/* y = x W^T (+ bias) (+ scale * (xd A^T) B^T when the linear has an adapter, with the
+ * adapter's (n, r) intermediate left in mid). xd is x, or x after dropout while training. */
+void lmf_linear_apply(const lmf_model *m, int l, lmf_linear_id id, const float *x, const float *xd,
+                      float *y, int n, const float *bias, float *mid);
 
 #endif
 

@@ -365,3 +365,24 @@ int lmf_tokenizer_is_special(const lmf_tokenizer *t, int32_t id) {
 const char *lmf_tokenizer_chat_template(const lmf_tokenizer *t) {
     return t->chat_template;
 }
+
+int lmf_tokenizer_copy_files(const char *src_dir, const char *dst_dir) {
+    static const char *files[] = {"tokenizer.json",
+                                  "tokenizer_config.json",
+                                  "special_tokens_map.json",
+                                  "tokenizer.model",
+                                  "vocab.json",
+                                  "merges.txt",
+                                  "chat_template.jinja",
+                                  "generation_config.json"};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < sizeof files / sizeof *files; i++) {
+        char *src = lmf_path_join(src_dir, files[i]), *dst = lmf_path_join(dst_dir, files[i]);
+        if (!src || !dst)
+            rc = lmf_errorf(LMF_ENOMEM, "out of memory");
+        else if (lmf_path_exists(src))
+            rc = lmf_file_copy(src, dst);
+        free(src), free(dst);
+    }
+    return rc;
+}

@@ -194,14 +194,7 @@ static int save_outputs(trainer *t) {
     const lmf_train_options *o = t->o;
     int rc =
         t->lora ? lmf_lora_save(t->lora, t->m, o->output_dir) : lmf_model_save(t->m, o->output_dir);
-    static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json",
-                                      "special_tokens_map.json", "tokenizer.model"};
-    for (size_t i = 0; !rc && i < sizeof tok_files / sizeof *tok_files; i++) {
-        char *src = lmf_path_join(o->model_dir, tok_files[i]),
-             *dst = lmf_path_join(o->output_dir, tok_files[i]);
-        if (src && dst && lmf_path_exists(src)) rc = lmf_file_copy(src, dst);
-        free(src), free(dst);
-    }
+    if (!rc) rc = lmf_tokenizer_copy_files(o->model_dir, o->output_dir);
     return rc;
 }
 

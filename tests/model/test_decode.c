@@ -42,13 +42,6 @@ static float *full_logits(lmf_model *m, const int32_t *ids, int n) {
     return lg;
 }
 
-static double rel(const float *a, const float *b, int n) {
-    double num = 0, den = 1e-30;
-    for (int i = 0; i < n; i++)
-        num = fmax(num, fabs((double)a[i] - b[i])), den = fmax(den, fabs((double)b[i]));
-    return num / den;
-}
-
 static void run(lmf_arch arch, const lmf_backend *be, int lora) {
     lmf_model *m = make(arch, be, lora);
     int V = m->cfg.vocab;
@@ -64,21 +57,21 @@ static void run(lmf_arch arch, const lmf_backend *be, int lora) {
     /* Step 1: a prefills 5 tokens, b prefills 3. */
     lmf_seq_step s[2] = {{a, 5, 0, ta, 4, 1}, {b, 3, 0, tb, 4, 1}};
     CHECK(lmf_model_step(m, &kv, s, 2, lg) == 0);
-    worst = fmax(worst, rel(lg, fa + 4 * V, V));
-    worst = fmax(worst, rel(lg + V, fb + 2 * V, V));
+    worst = fmax(worst, test_max_rel(lg, fa + 4 * V, V));
+    worst = fmax(worst, test_max_rel(lg + V, fb + 2 * V, V));
     /* Step 2: a decodes one token while b prefills a chunk of 4 without asking for logits. */
     s[0] = (lmf_seq_step){a + 5, 1, 5, ta, 4, 1};
     s[1] = (lmf_seq_step){b + 3, 4, 3, tb, 4, 0};
     CHECK(lmf_model_step(m, &kv, s, 2, lg) == 0);
-    worst = fmax(worst, rel(lg, fa + 5 * V, V));
+    worst = fmax(worst, test_max_rel(lg, fa + 5 * V, V));
     /* Then both decode to the end, one token a step. */
     for (int p = 6; p < LEN; p++) {
         s[0] = (lmf_seq_step){a + p, 1, p, ta, 4, 1};
         s[1] = (lmf_seq_step){b + p + 1, 1, p + 1, tb, 4, 1};
         int n = p + 1 < LEN ? 2 : 1;
         CHECK(lmf_model_step(m, &kv, s, n, lg) == 0);
-        worst = fmax(worst, rel(lg, fa + (size_t)p * V, V));
-        if (n == 2) worst = fmax(worst, rel(lg + V, fb + (size_t)(p + 1) * V, V));
+        worst = fmax(worst, test_max_rel(lg, fa + (size_t)p * V, V));
+        if (n == 2) worst = fmax(worst, test_max_rel(lg + V, fb + (size_t)(p + 1) * V, V));
     }
     CHECK_MSG(worst < 1e-4, "arch %d backend %s lora %d: step vs forward logits rel err %g", arch,
               be->name, lora, worst);

@@ -96,15 +96,6 @@ static void make_batch(void) {
     }
 }
 
-static double rel(const float *a, const float *b, size_t n) {
-    double num = 0, den = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return num / den;
-}
-
 static void test_backends_agree(lmf_arch arch, int tied, int lora_on) {
     lmf_model_config c = small_cfg(arch, tied);
     lmf_model *mc = make(&c, lmf_backend_cpu(), 5), *mr = make(&c, lmf_backend_ref(), 5);
@@ -131,12 +122,12 @@ static void test_backends_agree(lmf_arch arch, int tied, int lora_on) {
     CHECK_NEAR(l1, l2, 1e-5 * fabs(l2));
     if (lora_on) {
         CHECK(mc->grads == NULL); /* base frozen: no gradient buffer at all */
-        CHECK_MSG(rel(lc->grads, lr->grads, lc->numel) < 1e-4, "lora grads cpu vs ref %g",
-                  rel(lc->grads, lr->grads, lc->numel));
+        CHECK_MSG(test_max_rel(lc->grads, lr->grads, lc->numel) < 1e-4, "lora grads cpu vs ref %g",
+                  test_max_rel(lc->grads, lr->grads, lc->numel));
     } else {
         for (int i = 0; i < mc->n_params; i++) {
             const lmf_param *p = &mc->table[i];
-            double e = rel(mc->grads + p->offset, mr->grads + p->offset, p->numel);
+            double e = test_max_rel(mc->grads + p->offset, mr->grads + p->offset, p->numel);
             CHECK_MSG(e < 1e-4, "arch %d %s: cpu vs ref grad rel err %g", arch, p->name, e);
         }
     }

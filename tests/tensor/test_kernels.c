@@ -21,19 +21,9 @@ static float *dup(const float *x, size_t n) {
     return y;
 }
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double num = 0, den = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > num) num = d;
-        if (fabs(b[i]) > den) den = fabs(b[i]);
-    }
-    return num / den;
-}
-
 #define CHECK_CLOSE(a, b, n, tol)                                                                  \
     do {                                                                                           \
-        double r_ = max_rel(a, b, n);                                                              \
+        double r_ = test_max_rel(a, b, n);                                                         \
         CHECK_MSG(r_ <= (tol), "%s vs %s: max rel err %.3g > %.3g", #a, #b, r_, (double)(tol));    \
     } while (0)
 
