@@ -185,6 +185,31 @@ static int64_t next_batch(trainer *t, lmf_sampler *s, lmf_batch *b, int64_t *tok
     return targets;
 }
 
+/* Test hook: with LMF_TRAIN_DUMP_BATCHES=file, each micro-batch is appended to the file as one
+ * JSON line (step, micro, ids, labels, pos, seg), so tests/reference can feed an independent
+ * trainer exactly the batches lmforge trained on. */
+static void dump_batch(int64_t step, int micro, const lmf_batch *b) {
+    const char *path = getenv("LMF_TRAIN_DUMP_BATCHES");
+    if (!path || !*path) return;
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    fprintf(f, "{\"step\": %lld, \"micro\": %d", (long long)step, micro);
+    const int32_t *arr[4] = {b->ids, b->labels, b->pos, b->seg};
+    const char *names[4] = {"ids", "labels", "pos", "seg"};
+    for (int k = 0; k < 4; k++) {
+        fprintf(f, ", \"%s\": [", names[k]);
+        for (int i = 0; i < b->B; i++) {
+            fputs(i ? ", [" : "[", f);
+            for (int j = 0; j < b->T; j++)
+                fprintf(f, j ? ", %d" : "%d", (int)arr[k][(size_t)i * b->T + j]);
+            fputc(']', f);
+        }
+        fputc(']', f);
+    }
+    fputs("}\n", f);
+    fclose(f);
+}
+
 static void fmt_time(char *buf, size_t n, double s) {
     long x = (long)(s + 0.5);
     snprintf(buf, n, "%ld:%02ld:%02ld", x / 3600, x / 60 % 60, x % 60);
@@ -393,6 +418,7 @@ static int train_loop(trainer *t) {
         /* The step's loss averages over all labelled tokens of its micro-batches. */
         for (int a = 0; a < o->grad_accum && !rc; a++) {
             tgt[a] = next_batch(t, &sampler, &mb[a], &tok[a]);
+            dump_batch(step, a, &mb[a]);
             step_targets += tgt[a];
             /* next_batch reuses one buffer: run each micro-batch right away with a provisional
              * denominator, then rescale the gradients once the step's total is known. */
