@@ -18,10 +18,16 @@ typedef struct lmf_train_options {
     const char *lora_target;
     int freeze_trainable_layers;
     const char *freeze_trainable_modules;
-    lmf_dataset_options data;
+    lmf_dataset_options data;   /* data.val_size splits an eval set off the training records */
+    const char *eval_dataset;   /* names of eval datasets (instead of val_size), or NULL */
+    const char *tokenized_path; /* folder of the token cache (lmforge/token_cache.h), or NULL */
+    int overwrite_cache;        /* tokenise again even when the cache exists */
     const char *template_name;
     int cutoff_len, packing, train_on_prompt, mask_history, enable_thinking;
-    int batch_size, grad_accum;
+    int batch_size, grad_accum, eval_batch_size;
+    int do_train, do_eval;     /* do_eval: evaluate after training (or instead of it) */
+    const char *eval_strategy; /* "no" | "steps" | "epoch": evaluation during training */
+    int eval_steps;
     double learning_rate, epochs;
     int64_t max_steps;
     const char *scheduler;
@@ -36,10 +42,14 @@ typedef struct lmf_train_options {
         *resume_from_checkpoint; /* a checkpoint folder, "true" (newest in output_dir), NULL */
 } lmf_train_options;
 
-/* Runs the whole training; the message of a failure names the file, key or record.
- * Checkpoints: output_dir/checkpoint-N holds the adapter or model, optimizer.bin and
- * trainer_state.bin (step, sampler position, dropout RNG); it is written to a temporary
- * folder and renamed, so a kill at any instant leaves the previous one whole. A run whose
+/* Runs the whole training (or, with do_train 0 and do_eval 1, an evaluation); the message of
+ * a failure names the file, key or record. output_dir gets the adapter or model, the
+ * tokenizer files, trainer_log.jsonl, trainer_state.json, train/eval/all_results.json and,
+ * with plot_loss, training_loss.png (+ training_eval_loss.png).
+ * Checkpoints: output_dir/checkpoint-N holds the adapter or model, optimizer.bin,
+ * trainer_state.bin (step, sampler position, dropout RNG) and trainer_state.json; it is
+ * written to a temporary folder and renamed, so a kill at any instant leaves the previous one
+ * whole. A run whose
  * output_dir holds checkpoints resumes from the newest unless overwrite_output_dir is set, and
  * continues exactly: the final weights equal an uninterrupted run's bit for bit. */
 int lmf_train_run(const lmf_train_options *o);

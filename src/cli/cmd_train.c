@@ -9,17 +9,13 @@
 
 /* Keys this build reads but cannot honour yet: refuse them rather than silently ignore. */
 static int refuse_unavailable(const lmf_config *c) {
-    static const char *keys[] = {"deepspeed", "quantization_bit", "additional_target",
-                                 "tokenized_path", "eval_dataset"};
+    static const char *keys[] = {"deepspeed", "quantization_bit", "additional_target"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (lmf_config_is_set(c, keys[i]))
             return lmf_errorf(LMF_EUNSUPPORTED, "%s: %s is not available in this build yet",
                               c->path, keys[i]);
     if (lmf_config_bool(c, "fp16"))
         return lmf_errorf(LMF_EUNSUPPORTED, "%s: fp16 needs a GPU; on CPU use bf16: true", c->path);
-    if (lmf_config_bool(c, "do_eval") || lmf_config_float(c, "val_size") > 0)
-        return lmf_errorf(LMF_EUNSUPPORTED,
-                          "%s: evaluation (do_eval, val_size) is not available yet", c->path);
     return 0;
 }
 
@@ -52,7 +48,10 @@ int lmf_cmd_train(int argc, char **argv) {
             .data = {lmf_config_str(&c, "dataset_dir"), lmf_config_str(&c, "dataset"), stage,
                      lmf_config_str(&c, "mix_strategy"),
                      lmf_config_is_set(&c, "max_samples") ? lmf_config_int(&c, "max_samples") : 0,
-                     0, (uint64_t)lmf_config_int(&c, "seed")},
+                     lmf_config_float(&c, "val_size"), (uint64_t)lmf_config_int(&c, "seed")},
+            .eval_dataset = lmf_config_str(&c, "eval_dataset"),
+            .tokenized_path = lmf_config_str(&c, "tokenized_path"),
+            .overwrite_cache = lmf_config_bool(&c, "overwrite_cache"),
             .template_name = lmf_config_str(&c, "template"),
             .cutoff_len = (int)lmf_config_int(&c, "cutoff_len"),
             .packing = lmf_config_is_set(&c, "packing") ? lmf_config_bool(&c, "packing")
@@ -62,6 +61,13 @@ int lmf_cmd_train(int argc, char **argv) {
             .enable_thinking = lmf_config_bool(&c, "enable_thinking"),
             .batch_size = (int)lmf_config_int(&c, "per_device_train_batch_size"),
             .grad_accum = (int)lmf_config_int(&c, "gradient_accumulation_steps"),
+            .eval_batch_size = (int)lmf_config_int(&c, "per_device_eval_batch_size"),
+            .do_train = lmf_config_bool(&c, "do_train"),
+            .do_eval = lmf_config_bool(&c, "do_eval"),
+            .eval_strategy = lmf_config_str(&c, "eval_strategy"),
+            .eval_steps = lmf_config_is_set(&c, "eval_steps")
+                              ? (int)lmf_config_int(&c, "eval_steps")
+                              : (int)lmf_config_int(&c, "logging_steps"),
             .learning_rate = lmf_config_float(&c, "learning_rate"),
             .epochs = lmf_config_float(&c, "num_train_epochs"),
             .max_steps = lmf_config_int(&c, "max_steps"),
@@ -85,10 +91,7 @@ int lmf_cmd_train(int argc, char **argv) {
             .save_only_model = lmf_config_bool(&c, "save_only_model"),
             .resume_from_checkpoint = lmf_config_str(&c, "resume_from_checkpoint"),
         };
-        if (!lmf_config_bool(&c, "do_train"))
-            rc = lmf_errorf(LMF_EINVAL, "%s: do_train is false: nothing to do", c.path);
-        else
-            rc = lmf_train_run(&o);
+        rc = lmf_train_run(&o);
         if (rc) lmf_error_prefix(rc, "%s", c.path);
     }
     lmf_config_free(&c);

@@ -58,7 +58,10 @@ static const lmf_cfg_key keys[] = {
     {"mask_history", B, "false", NULL, "train on the last turn only", 0},
     {"mix_strategy", S, "concat", "concat", "how several datasets are combined", 0},
     {"val_size", F, "0", "0..", "evaluation split: a fraction in (0, 1) or a count", 0},
-    {"tokenized_path", S, NULL, NULL, "cache of the tokenised dataset (written once, reused)", 0},
+    {"tokenized_path", S, NULL, NULL,
+     "folder of the token cache (lmforge_tokens.bin): written by the first run, reused by later "
+     "ones",
+     0},
     {"streaming", B, "false", NULL, "not available: datasets are read whole", 0},
     /* output */
     {"output_dir", S, NULL, NULL, "where checkpoints, adapters, logs and plots go", 0},
@@ -93,7 +96,8 @@ static const lmf_cfg_key keys[] = {
     {"gradient_checkpointing", B, "false", NULL, "recompute activations per layer in backward", 0},
     {"resume_from_checkpoint", S, NULL, NULL,
      "a checkpoint folder, or true for the newest in output_dir", 0},
-    {"eval_steps", I, NULL, "1..", "evaluate every N steps (eval_strategy steps)", 0},
+    {"eval_steps", I, NULL, "1..",
+     "evaluate every N steps (eval_strategy steps); default logging_steps", 0},
     {"eval_strategy", S, "no", "no|steps|epoch", "when evaluation runs", 0},
     {"ddp_timeout", I, "1800", "1..", "seconds before a stuck rank fails the job", 0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",

@@ -1,8 +1,8 @@
-/* The single-process training loop behind `lmforge train` (see include/lmforge/trainer.h).
- * Data: records -> template -> ids/labels -> optional packing -> rows; a seeded sampler picks
- * rows; micro-batches are right-padded (padding is never a target and, being after the real
- * tokens, is never attended to). The loss of an optimizer step is the mean over every labelled
- * token of its accumulated micro-batches. */
+/* The single-process training loop behind `lmforge train` (see include/lmforge/trainer.h):
+ * setup, then optimizer steps with periodic logging, evaluation and checkpoints. The loss of
+ * an optimizer step is the mean over every labelled token of its accumulated micro-batches.
+ * Data, evaluation, logging and checkpoints live in the other files of src/train
+ * (trainer_internal.h). */
 #include "lmforge/trainer.h"
 
 #include <dirent.h>
@@ -12,35 +12,8 @@
 #include <string.h>
 
 #include "lmforge/checkpoint.h"
-#include "lmforge/encode.h"
-#include "lmforge/model.h"
-#include "lmforge/optim.h"
 #include "lmforge/plot.h"
-#include "lmforge/sampler.h"
-#include "lmforge/tokenizer.h"
-
-typedef struct row {
-    int32_t *ids, *labels, *pos, *seg; /* pos/seg NULL: 0..n-1 and one segment */
-    int n;
-} row;
-
-typedef struct trainer {
-    const lmf_train_options *o;
-    lmf_model *m;
-    lmf_lora *lora;
-    lmf_tokenizer *tok;
-    row *rows;
-    int64_t n_rows;
-    lmf_example *ex;
-    int64_t n_ex;
-    lmf_packed_row *packed;
-    int n_packed;
-    int32_t pad_id;
-    /* micro-batch buffers */
-    int32_t *b_ids, *b_labels, *b_pos, *b_seg;
-    FILE *log;
-    char *resume_dir; /* checkpoint to continue from, or NULL */
-} trainer;
+#include "trainer_internal.h"
 
 static int dir_is_empty(const char *path) {
     DIR *d = opendir(path);
@@ -110,257 +83,127 @@ static int setup_model(trainer *t) {
     return setup_freeze(t);
 }
 
-static int setup_data(trainer *t) {
+static int64_t steps_per_epoch(const trainer *t) {
     const lmf_train_options *o = t->o;
-    int pt = !strcmp(o->stage, "pt"), rc;
-    const lmf_template *tpl = NULL;
-    if (!pt && !(tpl = lmf_template_find(o->template_name ? o->template_name : "")))
-        return lmf_error_prefix(LMF_EINVAL, "template");
-    lmf_record_set train = {0}, eval = {0};
-    if ((rc = lmf_dataset_load(&o->data, &train, &eval))) return rc;
-    lmf_encode_options eo = {
-        t->tok, tpl, pt, o->cutoff_len, o->train_on_prompt, o->mask_history, o->enable_thinking};
-    lmf_encode_stats st;
-    rc = lmf_encode_records(&eo, &train, &t->ex, &t->n_ex, &st);
-    lmf_record_set_free(&train);
-    lmf_record_set_free(&eval);
-    if (rc) return rc;
-    for (int64_t i = 0; i < t->n_ex; i++)
-        for (int k = 0; k < t->ex[i].n; k++)
-            if (t->ex[i].ids[k] >= t->m->cfg.vocab)
-                return lmf_errorf(
-                    LMF_ERANGE,
-                    "token id %d from the tokenizer is outside the model's vocabulary (%d)",
-                    t->ex[i].ids[k], t->m->cfg.vocab);
-    if (o->packing && !pt) {
-        if ((rc = lmf_pack(t->ex, (int)t->n_ex, o->cutoff_len, &t->packed, &t->n_packed)))
-            return rc;
-        t->n_rows = t->n_packed;
-    } else {
-        t->n_rows = t->n_ex;
-    }
-    t->rows = calloc((size_t)t->n_rows, sizeof *t->rows);
-    if (!t->rows) return lmf_errorf(LMF_ENOMEM, "out of memory");
-    for (int64_t i = 0; i < t->n_rows; i++)
-        t->rows[i] = t->packed ? (row){t->packed[i].ids, t->packed[i].labels, t->packed[i].pos,
-                                       t->packed[i].seg, t->packed[i].n}
-                               : (row){t->ex[i].ids, t->ex[i].labels, NULL, NULL, t->ex[i].n};
-    size_t cap = (size_t)o->batch_size * (size_t)o->cutoff_len;
-    t->b_ids = malloc(cap * 4), t->b_labels = malloc(cap * 4), t->b_pos = malloc(cap * 4),
-    t->b_seg = malloc(cap * 4);
-    if (!t->b_ids || !t->b_labels || !t->b_pos || !t->b_seg)
-        return lmf_errorf(LMF_ENOMEM, "out of memory");
-    lmf_info("data: %lld examples (%lld tokens, %lld cut to cutoff_len %d) in %lld rows%s",
-             (long long)st.examples, (long long)st.tokens, (long long)st.truncated, o->cutoff_len,
-             (long long)t->n_rows, t->packed ? " (packed)" : "");
-    return 0;
+    int64_t batches = (t->train.n + o->batch_size - 1) / o->batch_size;
+    return batches / o->grad_accum > 0 ? batches / o->grad_accum : 1;
 }
 
-/* Fills the micro-batch from the next rows; returns its labelled-target count. */
-static int64_t next_batch(trainer *t, lmf_sampler *s, lmf_batch *b, int64_t *tokens) {
-    int B = t->o->batch_size, T = 1;
-    int64_t idx[1024];
-    for (int i = 0; i < B; i++) {
-        idx[i] = lmf_sampler_next(s, NULL);
-        if (t->rows[idx[i]].n > T) T = t->rows[idx[i]].n;
-    }
-    int64_t targets = 0;
-    *tokens = 0;
-    for (int i = 0; i < B; i++) {
-        const row *r = &t->rows[idx[i]];
-        for (int k = 0; k < T; k++) {
-            size_t at = (size_t)i * T + k;
-            int real = k < r->n;
-            t->b_ids[at] = real ? r->ids[k] : t->pad_id;
-            t->b_labels[at] = real ? r->labels[k] : LMF_IGNORE_INDEX;
-            t->b_pos[at] = real && r->pos ? r->pos[k] : k;
-            t->b_seg[at] = real ? (r->seg ? r->seg[k] : 0) : -1;
-        }
-        for (int k = 0; k + 1 < r->n; k++) /* targets: the next token's label, same segment */
-            targets +=
-                r->labels[k + 1] != LMF_IGNORE_INDEX && (!r->seg || r->seg[k + 1] == r->seg[k]);
-        *tokens += r->n;
-    }
-    *b = (lmf_batch){B, T, t->b_ids, t->b_labels, t->b_pos, t->b_seg};
-    return targets;
+static double epoch_of(const trainer *t) {
+    return (double)t->consumed / (double)t->train.n;
 }
 
-/* Test hook: with LMF_TRAIN_DUMP_BATCHES=file, each micro-batch is appended to the file as one
- * JSON line (step, micro, ids, labels, pos, seg), so tests/reference can feed an independent
- * trainer exactly the batches lmforge trained on. */
-static void dump_batch(int64_t step, int micro, const lmf_batch *b) {
-    const char *path = getenv("LMF_TRAIN_DUMP_BATCHES");
-    if (!path || !*path) return;
-    FILE *f = fopen(path, "a");
-    if (!f) return;
-    fprintf(f, "{\"step\": %lld, \"micro\": %d", (long long)step, micro);
-    const int32_t *arr[4] = {b->ids, b->labels, b->pos, b->seg};
-    const char *names[4] = {"ids", "labels", "pos", "seg"};
-    for (int k = 0; k < 4; k++) {
-        fprintf(f, ", \"%s\": [", names[k]);
-        for (int i = 0; i < b->B; i++) {
-            fputs(i ? ", [" : "[", f);
-            for (int j = 0; j < b->T; j++)
-                fprintf(f, j ? ", %d" : "%d", (int)arr[k][(size_t)i * b->T + j]);
-            fputc(']', f);
-        }
-        fputc(']', f);
-    }
-    fputs("}\n", f);
-    fclose(f);
-}
-
-static void fmt_time(char *buf, size_t n, double s) {
-    long x = (long)(s + 0.5);
-    snprintf(buf, n, "%ld:%02ld:%02ld", x / 3600, x / 60 % 60, x % 60);
-}
-
-static int save_outputs(trainer *t) {
+/* One optimizer step: grad_accum micro-batches, gradients averaged over all their targets,
+ * clipped, then AdamW. *loss gets the step's mean token loss. */
+static int train_step(trainer *t, lmf_sampler *smp, lmf_adamw *opt, const lmf_schedule *sched,
+                      const lmf_opt_segment *segs, int n_segs, double *loss, float *gnorm,
+                      double *lr) {
     const lmf_train_options *o = t->o;
-    int rc =
-        t->lora ? lmf_lora_save(t->lora, t->m, o->output_dir) : lmf_model_save(t->m, o->output_dir);
-    if (!rc) rc = lmf_tokenizer_copy_files(o->model_dir, o->output_dir);
-    return rc;
-}
-
-/* Everything besides weights and optimizer moments that a resumed run needs to continue as
- * if uninterrupted. Fixed layout behind a magic and a version. */
-typedef struct run_state {
-    int64_t step, total, consumed, tokens;
-    uint64_t numel, fingerprint;
-    uint8_t sampler[LMF_SAMPLER_STATE_BYTES];
-    uint64_t dropout_rng[4];
-    double loss_acc;
-} run_state;
-
-static const char state_magic[8] = {'L', 'M', 'F', 'T', 'R', 'S', 'T', '1'};
-
-/* Identifies what was trained: a checkpoint of another model or method is refused. */
-static uint64_t fingerprint(const trainer *t) {
-    char buf[256];
-    const lmf_model_config *c = &t->m->cfg;
-    int n =
-        snprintf(buf, sizeof buf, "%s|%d|%d|%d|%d|%d|%d|%u|%d", t->o->finetuning_type, c->hidden,
-                 c->layers, c->heads, c->kv_heads, c->vocab, t->lora ? t->lora->r : 0,
-                 t->lora ? t->lora->targets : 0u, t->o->freeze_trainable_layers);
-    return lmf_hash_bytes(buf, (size_t)n);
-}
-
-static int save_state(const char *path, const run_state *st) {
-    uint8_t buf[16 + sizeof *st];
-    uint32_t version = 1, reserved = 0;
-    memcpy(buf, state_magic, 8);
-    memcpy(buf + 8, &version, 4);
-    memcpy(buf + 12, &reserved, 4);
-    memcpy(buf + 16, st, sizeof *st);
-    return lmf_file_write_atomic(path, buf, sizeof buf);
-}
-
-static int load_state(const char *path, run_state *st) {
-    char *data;
-    size_t len;
-    int rc = lmf_file_read_all(path, &data, &len);
-    if (rc) return rc;
-    uint32_t version = 0;
-    if (len >= 12) memcpy(&version, data + 8, 4);
-    if (len != 16 + sizeof *st || memcmp(data, state_magic, 8) || version != 1)
-        rc = lmf_errorf(LMF_EFORMAT, "%s: not a trainer state of this lmforge version (size %zu)",
-                        path, len);
-    else
-        memcpy(st, data + 16, sizeof *st);
-    free(data);
-    if (!rc && (st->step < 0 || st->step > st->total || st->consumed < 0))
-        rc = lmf_errorf(LMF_EFORMAT, "%s: corrupt trainer state", path);
-    return rc;
-}
-
-/* Writes checkpoint-N: weights, optimizer, run state; atomically as a folder. */
-static int save_checkpoint(trainer *t, const lmf_adamw *opt, const lmf_sampler *smp,
-                           const run_state *st) {
-    const lmf_train_options *o = t->o;
-    char *tmp = NULL, *p = NULL;
-    int rc = lmf_ckpt_begin(o->output_dir, st->step, &tmp);
-    if (!rc) rc = t->lora ? lmf_lora_save(t->lora, t->m, tmp) : lmf_model_save(t->m, tmp);
-    if (!rc && !o->save_only_model) {
-        p = lmf_path_join(tmp, "optimizer.bin");
-        rc = lmf_adamw_save(opt, p);
-        free(p);
-    }
-    if (!rc) {
-        run_state s = *st;
-        lmf_sampler_save(smp, s.sampler);
-        if (t->lora) memcpy(s.dropout_rng, t->lora->dropout_rng.s, sizeof s.dropout_rng);
-        p = lmf_path_join(tmp, "trainer_state.bin");
-        rc = save_state(p, &s);
-        free(p);
-    }
-    if (!rc) {
-        char json[256];
-        int n = snprintf(
-            json, sizeof json,
-            "{\n  \"global_step\": %lld,\n  \"max_steps\": %lld,\n  \"epoch\": %.4f\n}\n",
-            (long long)st->step, (long long)st->total, (double)st->consumed / (double)t->n_rows);
-        p = lmf_path_join(tmp, "trainer_state.json");
-        rc = lmf_file_write_atomic(p, json, (size_t)n);
-        free(p);
-    }
-    if (!rc) rc = lmf_ckpt_commit(o->output_dir, st->step, tmp);
-    if (rc) {
-        lmf_error_prefix(rc, "saving checkpoint-%lld (the previous checkpoint is kept)",
-                         (long long)st->step);
-        if (tmp) lmf_remove_tree(tmp);
-    } else {
-        rc = lmf_ckpt_prune(o->output_dir, o->save_total_limit);
-    }
-    free(tmp);
-    return rc;
-}
-
-/* Restores weights, optimizer and run state from a checkpoint folder. */
-static int load_checkpoint(trainer *t, const char *dir, lmf_adamw *opt, lmf_sampler *smp,
-                           run_state *st) {
-    char *p = lmf_path_join(dir, "trainer_state.bin");
-    int rc = load_state(p, st);
-    free(p);
-    if (rc) return rc;
+    float *params = t->lora ? t->lora->params : t->m->params,
+          *grads = t->lora ? t->lora->grads : t->m->grads;
     size_t numel = t->lora ? t->lora->numel : t->m->numel;
-    if (st->fingerprint != fingerprint(t) || st->numel != numel)
-        return lmf_errorf(
-            LMF_EINVAL,
-            "%s: a checkpoint of another model, method or LoRA setting; refusing to resume", dir);
-    if (t->lora) {
-        lmf_lora *l = NULL;
-        if ((rc = lmf_lora_load(&l, t->m, dir))) return rc;
-        if (l->numel != numel)
-            rc = lmf_errorf(LMF_EINVAL, "%s: adapter does not match this run", dir);
-        else
-            memcpy(t->lora->params, l->params, numel * sizeof(float));
-        lmf_lora_free(l);
-        memcpy(t->lora->dropout_rng.s, st->dropout_rng, sizeof st->dropout_rng);
-    } else {
-        lmf_model *m = NULL;
-        if ((rc = lmf_model_load(&m, dir, lmf_backend_cpu()))) return rc;
-        if (m->numel != numel)
-            rc = lmf_errorf(LMF_EINVAL, "%s: model does not match this run", dir);
-        else
-            memcpy(t->m->params, m->params, numel * sizeof(float));
-        lmf_model_free(m);
+    memset(grads, 0, numel * sizeof(float));
+    int64_t step_targets = 0;
+    double loss_sum = 0;
+    for (int a = 0; a < o->grad_accum; a++) {
+        int64_t idx[1024], tokens, nt = 0;
+        for (int i = 0; i < o->batch_size; i++) idx[i] = lmf_sampler_next(smp, NULL);
+        lmf_batch b;
+        step_targets += trainer_fill_batch(t, &t->train, idx, o->batch_size, &b, &tokens);
+        trainer_dump_batch("LMF_TRAIN_DUMP_BATCHES", t->step, a, &b);
+        /* The buffers are reused by the next micro-batch: run this one now with a provisional
+         * denominator and rescale the gradients once the step's target count is known. */
+        t->m->loss_denom = 1.0;
+        double mean = 0;
+        int rc = lmf_model_forward(t->m, &b, 1, &mean, &nt, NULL, NULL);
+        if (!rc) rc = lmf_model_backward(t->m);
+        if (rc) return rc;
+        loss_sum += mean * (double)nt;
+        t->tokens += tokens;
+        t->consumed += o->batch_size;
     }
-    if (rc) return rc;
-    p = lmf_path_join(dir, "optimizer.bin");
-    if (lmf_path_exists(p))
-        rc = lmf_adamw_load(opt, p);
-    else
-        lmf_warn("%s: no optimizer state (save_only_model): moments restart from zero", dir);
+    double inv = step_targets ? 1.0 / (double)step_targets : 0.0;
+    for (size_t i = 0; i < numel; i++) grads[i] *= (float)inv;
+    *gnorm = lmf_clip_grad_norm(grads, segs, n_segs, o->max_grad_norm);
+    *lr = lmf_schedule_lr(sched, t->step);
+    *loss = step_targets ? loss_sum / (double)step_targets : 0.0;
+    return lmf_adamw_step(opt, params, grads, segs, n_segs, *lr);
+}
+
+static int run_eval(trainer *t, eval_result *r) {
+    int rc = trainer_evaluate(t, r);
+    if (!rc) train_log_eval(&t->log, t->step, t->total, epoch_of(t), r);
+    return rc;
+}
+
+static cJSON *eval_metrics(const eval_result *r, double epoch) {
+    cJSON *j = cJSON_CreateObject();
+    double rt = r->runtime > 1e-9 ? r->runtime : 1e-9;
+    cJSON_AddNumberToObject(j, "epoch", epoch);
+    cJSON_AddNumberToObject(j, "eval_loss", r->loss);
+    cJSON_AddNumberToObject(j, "eval_runtime", r->runtime);
+    cJSON_AddNumberToObject(j, "eval_samples_per_second", (double)r->samples / rt);
+    cJSON_AddNumberToObject(j, "eval_steps_per_second", (double)r->batches / rt);
+    cJSON_AddNumberToObject(j, "perplexity", r->perplexity);
+    return j;
+}
+
+static int write_json(const char *dir, const char *name, const cJSON *j) {
+    char *text = cJSON_Print(j), *p = lmf_path_join(dir, name);
+    int rc = text && p ? lmf_file_write_atomic(p, text, strlen(text))
+                       : lmf_errorf(LMF_ENOMEM, "out of memory");
+    cJSON_free(text);
     free(p);
-    if (!rc) rc = lmf_sampler_restore(smp, st->sampler, dir);
+    return rc;
+}
+
+static void merge_into(cJSON *dst, const cJSON *src) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, src) {
+        cJSON_DeleteItemFromObjectCaseSensitive(dst, e->string);
+        cJSON_AddItemToObject(dst, e->string, cJSON_Duplicate(e, 1));
+    }
+}
+
+static int plot(trainer *t, const char *key, const char *file, const char *title) {
+    double *x = NULL, *y = NULL;
+    int n = 0, rc = train_log_curve(&t->log, key, &x, &y, &n);
+    if (!rc && n > 0) {
+        char *p = lmf_path_join(t->o->output_dir, file);
+        rc = lmf_plot_loss(p, x, y, n, title, key);
+        free(p);
+    }
+    free(x), free(y);
+    return rc;
+}
+
+/* train_results.json / eval_results.json / all_results.json, trainer_state.json and the
+ * plots, as LLaMA-Factory leaves them in output_dir. */
+static int write_results(trainer *t, cJSON *train_m, cJSON *eval_m) {
+    const lmf_train_options *o = t->o;
+    int rc = 0;
+    cJSON *all = cJSON_CreateObject();
+    if (!all) return lmf_errorf(LMF_ENOMEM, "out of memory");
+    if (train_m) {
+        merge_into(all, train_m);
+        rc = write_json(o->output_dir, "train_results.json", train_m);
+    }
+    if (!rc && eval_m) {
+        merge_into(all, eval_m);
+        rc = write_json(o->output_dir, "eval_results.json", eval_m);
+    }
+    if (!rc) rc = write_json(o->output_dir, "all_results.json", all);
+    cJSON_Delete(all);
+    if (!rc && train_m) rc = train_log_write_state(&t->log, t, o->output_dir, epoch_of(t));
+    if (!rc && o->plot_loss && train_m) {
+        rc = plot(t, "loss", "training_loss.png", "training loss");
+        if (!rc) rc = plot(t, "eval_loss", "training_eval_loss.png", "eval loss");
+    }
     return rc;
 }
 
 static int train_loop(trainer *t) {
     const lmf_train_options *o = t->o;
-    float *params = t->lora ? t->lora->params : t->m->params,
-          *grads = t->lora ? t->lora->grads : t->m->grads;
     size_t numel = t->lora ? t->lora->numel : t->m->numel;
     lmf_opt_segment *segs = NULL;
     int n_segs = 0, rc;
@@ -373,201 +216,196 @@ static int train_loop(trainer *t) {
                                                   &segs, &n_segs))) {
         return rc;
     }
-    int64_t batches_per_epoch = (t->n_rows + o->batch_size - 1) / o->batch_size;
-    int64_t steps_per_epoch =
-        batches_per_epoch / o->grad_accum > 0 ? batches_per_epoch / o->grad_accum : 1;
-    int64_t total =
-        o->max_steps > 0 ? o->max_steps : (int64_t)ceil(o->epochs * (double)steps_per_epoch);
-    if (total <= 0) total = 1;
+    int64_t per_epoch = steps_per_epoch(t);
+    t->total = o->max_steps > 0 ? o->max_steps : (int64_t)ceil(o->epochs * (double)per_epoch);
+    if (t->total <= 0) t->total = 1;
     lmf_schedule sched;
     lmf_adamw opt = {0};
     lmf_sampler sampler = {0};
-    double *curve_x = calloc((size_t)total, sizeof(double)),
-           *curve_y = calloc((size_t)total, sizeof(double));
-    int n_curve = 0;
-    int64_t warm = lmf_warmup_steps(o->warmup_steps, o->warmup_ratio, total);
-    if (!curve_x || !curve_y)
-        rc = lmf_errorf(LMF_ENOMEM, "out of memory");
-    else if (!(rc = lmf_schedule_init(&sched, o->scheduler, o->learning_rate, total, warm, 0)))
+    int64_t warm = lmf_warmup_steps(o->warmup_steps, o->warmup_ratio, t->total);
+    if (!(rc = lmf_schedule_init(&sched, o->scheduler, o->learning_rate, t->total, warm, 0)))
         if (!(rc = lmf_adamw_init(&opt, numel, o->beta1, o->beta2, o->eps, o->weight_decay)))
-            rc = lmf_sampler_init(&sampler, t->n_rows, 1, 0, o->seed, 1);
-    lmf_info("training: %lld steps (%lld per epoch), batch %d x accumulation %d, %s, %zu trainable "
-             "parameters",
-             (long long)total, (long long)steps_per_epoch, o->batch_size, o->grad_accum,
-             o->finetuning_type, numel);
-    double t0 = lmf_time_sec(), loss_acc = 0, logged_loss = 0;
-    int64_t tok_acc = 0, consumed = 0, first = 0;
+            rc = lmf_sampler_init(&sampler, t->train.n, 1, 0, o->seed, 1);
     if (!rc && t->resume_dir) {
-        run_state st;
-        rc = load_checkpoint(t, t->resume_dir, &opt, &sampler, &st);
-        if (!rc && st.total != total)
-            rc = lmf_errorf(LMF_EINVAL, "%s: saved for %lld total steps, this config gives %lld",
-                            t->resume_dir, (long long)st.total, (long long)total);
-        if (!rc) {
-            first = st.step, consumed = st.consumed, tok_acc = st.tokens, loss_acc = st.loss_acc;
+        rc = trainer_load_checkpoint(t, t->resume_dir, &opt, &sampler);
+        if (!rc)
             lmf_info("resumed from %s: step %lld of %lld, epoch %.2f, learning rate %.6g",
-                     t->resume_dir, (long long)first, (long long)total,
-                     (double)consumed / (double)t->n_rows, lmf_schedule_lr(&sched, first));
-        }
+                     t->resume_dir, (long long)t->step, (long long)t->total, epoch_of(t),
+                     lmf_schedule_lr(&sched, t->step));
     }
-    for (int64_t step = first; step < total && !rc; step++) {
-        memset(grads, 0, numel * sizeof(float));
-        lmf_batch mb[64];
-        int64_t tgt[64], tok[64], step_targets = 0;
-        double step_loss_sum = 0;
-        /* The step's loss averages over all labelled tokens of its micro-batches. */
-        for (int a = 0; a < o->grad_accum && !rc; a++) {
-            tgt[a] = next_batch(t, &sampler, &mb[a], &tok[a]);
-            dump_batch(step, a, &mb[a]);
-            step_targets += tgt[a];
-            /* next_batch reuses one buffer: run each micro-batch right away with a provisional
-             * denominator, then rescale the gradients once the step's total is known. */
-            t->m->loss_denom = 1.0;
-            double mean;
-            int64_t nt;
-            rc = lmf_model_forward(t->m, &mb[a], 1, &mean, &nt, NULL, NULL);
-            if (!rc) rc = lmf_model_backward(t->m);
-            step_loss_sum += mean * (double)nt;
-            tok_acc += tok[a];
-            consumed += o->batch_size;
+    if (!rc) rc = train_log_open(&t->log, o->output_dir, t->resume_dir, t->step);
+    if (!rc)
+        lmf_info("training: %lld steps (%lld per epoch), batch %d x accumulation %d, %s, %zu "
+                 "trainable parameters",
+                 (long long)t->total, (long long)per_epoch, o->batch_size, o->grad_accum,
+                 o->finetuning_type, numel);
+    double t0 = lmf_time_sec();
+    int64_t tokens0 = t->tokens, last_eval = -1;
+    eval_result ev = {0};
+    int have_eval = 0;
+    while (!rc && t->step < t->total) {
+        double loss, lr;
+        float gnorm;
+        if ((rc = train_step(t, &sampler, &opt, &sched, segs, n_segs, &loss, &gnorm, &lr))) break;
+        t->step++;
+        t->loss_acc += loss, t->loss_total += loss;
+        double tps = (double)(t->tokens - tokens0) / (lmf_time_sec() - t0 + 1e-9);
+        step_report rep = {t->step, t->total, loss, lr, gnorm, epoch_of(t), tps, t->tokens};
+        if (t->step % o->logging_steps == 0 || t->step == t->total) {
+            int64_t k = t->step % o->logging_steps ? t->step % o->logging_steps : o->logging_steps;
+            rep.loss = t->loss_acc / (double)k;
+            t->loss_acc = 0;
+            train_log_step(&t->log, &rep);
+        } else {
+            train_log_progress(&t->log, &rep);
         }
-        if (rc) break;
-        double inv = step_targets ? 1.0 / (double)step_targets : 0.0;
-        for (size_t i = 0; i < numel; i++) grads[i] *= (float)inv;
-        float gnorm = lmf_clip_grad_norm(grads, segs, n_segs, o->max_grad_norm);
-        double lr = lmf_schedule_lr(&sched, step);
-        if ((rc = lmf_adamw_step(&opt, params, grads, segs, n_segs, lr))) break;
-        double loss = step_targets ? step_loss_sum / (double)step_targets : 0.0;
-        loss_acc += loss;
-        if ((step + 1) % o->logging_steps == 0 || step + 1 == total) {
-            int64_t k =
-                (step + 1) % o->logging_steps ? (step + 1) % o->logging_steps : o->logging_steps;
-            logged_loss = loss_acc / (double)k;
-            loss_acc = 0;
-            double el = lmf_time_sec() - t0,
-                   rem = el / (double)(step + 1) * (double)(total - step - 1);
-            char e1[32], e2[32];
-            fmt_time(e1, sizeof e1, el), fmt_time(e2, sizeof e2, rem);
-            double epoch = (double)consumed / (double)t->n_rows, tps = (double)tok_acc / el;
-            printf("step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3f  epoch %.2f  %.0f tokens/s  "
-                   "eta %s\n",
-                   (long long)(step + 1), (long long)total, logged_loss, lr, gnorm, epoch, tps, e2);
-            fflush(stdout);
-            if (t->log) {
-                fprintf(
-                    t->log,
-                    "{\"current_steps\": %lld, \"total_steps\": %lld, \"loss\": %.6g, \"lr\": "
-                    "%.6g, "
-                    "\"grad_norm\": %.6g, \"epoch\": %.4f, \"percentage\": %.2f, \"elapsed_time\": "
-                    "\"%s\", "
-                    "\"remaining_time\": \"%s\", \"throughput\": %.1f, \"total_tokens\": %lld}\n",
-                    (long long)(step + 1), (long long)total, logged_loss, lr, gnorm, epoch,
-                    100.0 * (double)(step + 1) / (double)total, e1, e2, tps, (long long)tok_acc);
-                fflush(t->log);
-            }
-            curve_x[n_curve] = (double)(step + 1), curve_y[n_curve++] = logged_loss;
+        int epoch_end = t->step % per_epoch == 0;
+        int eval_now = !strcmp(o->eval_strategy, "steps")   ? t->step % o->eval_steps == 0
+                       : !strcmp(o->eval_strategy, "epoch") ? epoch_end
+                                                            : 0;
+        if (eval_now) {
+            if ((rc = run_eval(t, &ev))) break;
+            last_eval = t->step, have_eval = 1;
         }
-        int64_t done = step + 1;
-        int save = !strcmp(o->save_strategy, "steps")   ? done % o->save_steps == 0
-                   : !strcmp(o->save_strategy, "epoch") ? done % steps_per_epoch == 0
+        int save = !strcmp(o->save_strategy, "steps")   ? t->step % o->save_steps == 0
+                   : !strcmp(o->save_strategy, "epoch") ? epoch_end
                                                         : 0;
-        if (save && done < total) {
-            run_state st = {done,           total, consumed, tok_acc, numel,
-                            fingerprint(t), {0},   {0},      loss_acc};
-            rc = save_checkpoint(t, &opt, &sampler, &st);
-        }
+        if (save && t->step < t->total) rc = trainer_save_checkpoint(t, &opt, &sampler);
     }
     t->m->loss_denom = 0;
     double runtime = lmf_time_sec() - t0;
-    if (!rc) rc = save_outputs(t);
-    if (!rc) {
-        char *p = lmf_path_join(o->output_dir, "train_results.json");
-        char buf[512];
-        int len = snprintf(
-            buf, sizeof buf,
-            "{\n  \"epoch\": %.4f,\n  \"total_flos\": 0,\n  \"train_loss\": %.6g,\n  "
-            "\"train_runtime\": %.3f,\n"
-            "  \"train_samples_per_second\": %.3f,\n  \"train_steps_per_second\": %.3f\n}\n",
-            (double)consumed / (double)t->n_rows, logged_loss, runtime, (double)consumed / runtime,
-            (double)total / runtime);
-        rc = lmf_file_write_atomic(p, buf, (size_t)len);
-        free(p);
-        p = lmf_path_join(o->output_dir, "all_results.json");
-        if (!rc) rc = lmf_file_write_atomic(p, buf, (size_t)len);
-        free(p);
+    if (!rc && o->do_eval && last_eval != t->step) {
+        rc = run_eval(t, &ev);
+        have_eval = !rc;
     }
-    if (!rc && o->plot_loss && n_curve > 0) {
-        char *p = lmf_path_join(o->output_dir, "training_loss.png");
-        rc = lmf_plot_loss(p, curve_x, curve_y, n_curve, "training loss", "loss");
-        free(p);
+    if (!rc) {
+        train_log_clear_bar(&t->log);
+        rc = t->lora ? lmf_lora_save(t->lora, t->m, o->output_dir)
+                     : lmf_model_save(t->m, o->output_dir);
+        if (!rc) rc = lmf_tokenizer_copy_files(o->model_dir, o->output_dir);
+    }
+    if (!rc) {
+        int64_t steps_run = t->step - t->log.first;
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddNumberToObject(m, "epoch", epoch_of(t));
+        cJSON_AddNumberToObject(m, "num_input_tokens_seen", (double)t->tokens);
+        cJSON_AddNumberToObject(m, "total_flos", 0);
+        cJSON_AddNumberToObject(m, "train_loss", t->loss_total / (double)t->step);
+        cJSON_AddNumberToObject(m, "train_runtime", runtime);
+        cJSON_AddNumberToObject(m, "train_samples_per_second",
+                                (double)(steps_run * o->batch_size * o->grad_accum) / runtime);
+        cJSON_AddNumberToObject(m, "train_steps_per_second", (double)steps_run / runtime);
+        cJSON_AddNumberToObject(m, "train_tokens_per_second",
+                                (double)(t->tokens - tokens0) / runtime);
+        train_log_final(&t->log, m, t->step, epoch_of(t));
+        cJSON *e = have_eval && o->do_eval ? eval_metrics(&ev, epoch_of(t)) : NULL;
+        rc = write_results(t, m, e);
+        cJSON_Delete(m), cJSON_Delete(e);
     }
     if (!rc) lmf_info("saved to %s (%.1f s)", o->output_dir, runtime);
-    free(curve_x), free(curve_y), free(segs);
+    train_log_close(&t->log);
+    free(segs);
     lmf_adamw_free(&opt);
     lmf_sampler_free(&sampler);
     return rc;
 }
 
-int lmf_train_run(const lmf_train_options *o) {
+/* do_train false, do_eval true: evaluate the model (and adapter) as it is. */
+static int eval_only(trainer *t) {
+    eval_result r;
+    t->log.tty = 0;
+    int rc = lmf_mkdir_p(t->o->output_dir);
+    if (!rc) rc = trainer_evaluate(t, &r);
+    if (rc) return rc;
+    printf("eval: loss %.4f  perplexity %.3f  (%lld examples, %lld tokens, %.1f s)\n", r.loss,
+           r.perplexity, (long long)r.samples, (long long)r.targets, r.runtime);
+    cJSON *m = eval_metrics(&r, 0);
+    rc = m ? write_results(t, NULL, m) : lmf_errorf(LMF_ENOMEM, "out of memory");
+    cJSON_Delete(m);
+    return rc;
+}
+
+static int check_options(const lmf_train_options *o) {
     if (!o->model_dir) return lmf_errorf(LMF_EINVAL, "model_name_or_path is required");
     if (!o->output_dir) return lmf_errorf(LMF_EINVAL, "output_dir is required");
-    if (o->batch_size > 1024 || o->grad_accum > 64)
-        return lmf_errorf(
-            LMF_EINVAL,
-            "per_device_train_batch_size <= 1024 and gradient_accumulation_steps <= 64");
-    trainer t = {.o = o};
+    if (o->batch_size < 1 || o->batch_size > 1024)
+        return lmf_errorf(LMF_EINVAL, "per_device_train_batch_size: %d, expected 1..1024",
+                          o->batch_size);
+    if (o->eval_batch_size < 1 || o->eval_batch_size > 1024)
+        return lmf_errorf(LMF_EINVAL, "per_device_eval_batch_size: %d, expected 1..1024",
+                          o->eval_batch_size);
+    if (o->grad_accum < 1 || o->grad_accum > 1 << 20)
+        return lmf_errorf(LMF_EINVAL, "gradient_accumulation_steps: %d, expected >= 1",
+                          o->grad_accum);
+    if (o->logging_steps < 1) return lmf_errorf(LMF_EINVAL, "logging_steps must be >= 1");
+    if (!strcmp(o->eval_strategy, "steps") && o->eval_steps < 1)
+        return lmf_errorf(LMF_EINVAL, "eval_steps must be >= 1 with eval_strategy: steps");
+    if (!strcmp(o->save_strategy, "steps") && o->save_steps < 1)
+        return lmf_errorf(LMF_EINVAL, "save_steps must be >= 1 with save_strategy: steps");
+    int wants_eval = o->do_eval || strcmp(o->eval_strategy, "no");
+    if (wants_eval && !(o->data.val_size > 0) && !o->eval_dataset)
+        return lmf_errorf(LMF_EINVAL, "%s needs an eval set: set val_size or eval_dataset",
+                          o->do_eval ? "do_eval" : "eval_strategy");
+    if (!o->do_train && !o->do_eval)
+        return lmf_errorf(LMF_EINVAL, "do_train and do_eval are both false: nothing to do");
+    return 0;
+}
+
+/* LLaMA-Factory's output_dir rules: resume from the newest checkpoint-N unless
+ * overwrite_output_dir; a non-empty folder without checkpoints is refused. */
+static int choose_resume(trainer *t) {
+    const lmf_train_options *o = t->o;
     int64_t ck_step;
     char *latest = NULL;
     int has_ckpt = lmf_ckpt_latest(o->output_dir, &latest, &ck_step) == 0;
-    if (o->resume_from_checkpoint && strcmp(o->resume_from_checkpoint, "false") &&
-        strcmp(o->resume_from_checkpoint, "False")) {
-        if (!strcmp(o->resume_from_checkpoint, "true") ||
-            !strcmp(o->resume_from_checkpoint, "True")) {
+    const char *r = o->resume_from_checkpoint;
+    int rc = 0;
+    if (r && strcmp(r, "false") && strcmp(r, "False")) {
+        if (!strcmp(r, "true") || !strcmp(r, "True")) {
             if (!has_ckpt)
-                return lmf_errorf(LMF_ENOENT, "resume_from_checkpoint: no checkpoint-N in %s",
-                                  o->output_dir);
-            t.resume_dir = latest, latest = NULL;
+                rc = lmf_errorf(LMF_ENOENT, "resume_from_checkpoint: no checkpoint-N in %s",
+                                o->output_dir);
+            else
+                t->resume_dir = latest, latest = NULL;
+        } else if (!lmf_path_exists(r)) {
+            rc = lmf_errorf(LMF_ENOENT, "resume_from_checkpoint: %s does not exist", r);
         } else {
-            free(latest);
-            if (!lmf_path_exists(o->resume_from_checkpoint))
-                return lmf_errorf(LMF_ENOENT, "resume_from_checkpoint: %s does not exist",
-                                  o->resume_from_checkpoint);
-            t.resume_dir = lmf_strdup(o->resume_from_checkpoint);
-            latest = NULL;
+            t->resume_dir = lmf_strdup(r);
         }
     } else if (has_ckpt && !o->overwrite_output_dir) {
         lmf_info("output_dir %s holds checkpoint-%lld: resuming from it (overwrite_output_dir: "
                  "true starts afresh)",
                  o->output_dir, (long long)ck_step);
-        t.resume_dir = latest, latest = NULL;
+        t->resume_dir = latest, latest = NULL;
     } else if (!has_ckpt && !o->overwrite_output_dir && !dir_is_empty(o->output_dir)) {
-        return lmf_errorf(
-            LMF_EINVAL,
-            "output_dir %s is not empty and holds no checkpoint; set overwrite_output_dir: true to "
-            "write into it anyway",
-            o->output_dir);
+        rc = lmf_errorf(LMF_EINVAL,
+                        "output_dir %s is not empty and holds no checkpoint; set "
+                        "overwrite_output_dir: true to write into it anyway",
+                        o->output_dir);
     }
     free(latest);
-    int rc = lmf_mkdir_p(o->output_dir);
+    return rc;
+}
+
+int lmf_train_run(const lmf_train_options *o) {
+    int rc = check_options(o);
+    if (rc) return rc;
+    trainer t = {.o = o};
+    if (o->do_train) rc = choose_resume(&t);
+    if (!rc && o->do_train) rc = lmf_mkdir_p(o->output_dir);
     if (!rc) rc = lmf_tokenizer_load(&t.tok, o->model_dir);
     if (!rc) rc = setup_model(&t);
     if (!rc) {
         t.pad_id = lmf_tokenizer_pad(t.tok) >= 0 ? lmf_tokenizer_pad(t.tok) : 0;
         if (t.pad_id >= t.m->cfg.vocab) t.pad_id = 0;
-        rc = setup_data(&t);
+        rc = trainer_setup_data(&t);
     }
-    if (!rc) {
-        char *p = lmf_path_join(o->output_dir, "trainer_log.jsonl");
-        t.log = p ? fopen(p, t.resume_dir ? "a" : "w") : NULL;
-        if (!t.log) rc = lmf_errorf(LMF_EIO, "%s: cannot write", p ? p : o->output_dir);
-        free(p);
+    if (!rc && o->do_train) {
+        rc = train_loop(&t);
+    } else if (!rc) {
+        rc = eval_only(&t);
     }
-    if (!rc) rc = train_loop(&t);
-    if (t.log) fclose(t.log);
-    free(t.rows);
-    free(t.b_ids), free(t.b_labels), free(t.b_pos), free(t.b_seg);
-    lmf_examples_free(t.ex, t.n_ex);
-    lmf_packed_rows_free(t.packed, t.n_packed);
+    trainer_free_data(&t);
     lmf_lora_free(t.lora);
     lmf_model_free(t.m);
     lmf_tokenizer_free(t.tok);
