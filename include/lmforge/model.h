@@ -103,6 +103,10 @@ typedef struct lmf_lora {
     float **A, **B; /* [layer * LMF_N_LINEAR + id]: A (r, in), B (out, r); NULL if untargeted */
     float **dA, **dB;
     lmf_rng dropout_rng;
+    /* PEFT's modules_to_save (LLaMA-Factory's additional_target): whole base modules, e.g.
+     * "embed_tokens,lm_head", trained in full beside the adapter and saved inside it as
+     * base_model.model.<parameter name>. Comma list; "" for none. */
+    char modules_to_save[256];
 } lmf_lora;
 
 typedef struct lmf_acts lmf_acts; /* saved activations, model.c private */
@@ -205,9 +209,16 @@ void lmf_lora_init(lmf_lora *l, const lmf_model *m, uint64_t seed);
 int lmf_lora_enable_grads(lmf_lora *l);
 void lmf_lora_zero_grads(lmf_lora *l);
 void lmf_lora_free(lmf_lora *l);
-/* PEFT format: adapter_config.json + adapter_model.safetensors. */
+/* PEFT format: adapter_config.json + adapter_model.safetensors. With modules_to_save, save
+ * also writes those modules' current base weights, and load copies them into m (as PEFT
+ * replaces the modules by their trained copies). */
 int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir);
-int lmf_lora_load(lmf_lora **out, const lmf_model *m, const char *dir);
+int lmf_lora_load(lmf_lora **out, lmf_model *m, const char *dir);
+/* Marks in mask (one byte per m->table entry) the parameters of the modules named in list
+ * ("embed_tokens,lm_head,norm": a module matches when its name is the entry or ends with
+ * "." + entry, as PEFT matches modules_to_save). Every entry must match something; the error
+ * names the one that does not. */
+int lmf_lora_match_modules(const lmf_model *m, const char *list, uint8_t *mask);
 /* Folds the adapter into the base weights: W += scale * B A for every targeted linear. */
 void lmf_lora_merge(const lmf_lora *l, lmf_model *m);
 

@@ -63,6 +63,14 @@ int lmf_adamw_load(lmf_adamw *o, const char *path);
  * coef = max_norm / (total + 1e-6) < 1, every covered gradient is multiplied by coef (a NaN or
  * inf total propagates into the gradients as in torch). Returns the pre-clip total. */
 float lmf_clip_grad_norm(float *grads, const lmf_opt_segment *segs, int n_segs, double max_norm);
+/* The same over several gradient buffers at once (e.g. a LoRA adapter and the base modules
+ * trained beside it): one total norm over all their segments, one coefficient for all. */
+typedef struct lmf_grad_group {
+    float *grads;
+    const lmf_opt_segment *segs;
+    int n_segs;
+} lmf_grad_group;
+float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, double max_norm);
 
 /* ---- learning-rate schedules ---- */
 

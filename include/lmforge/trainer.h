@@ -16,6 +16,7 @@ typedef struct lmf_train_options {
     int lora_rank;
     float lora_alpha, lora_dropout;
     const char *lora_target;
+    const char *additional_target; /* modules trained in full beside LoRA ("embed_tokens,..") */
     int freeze_trainable_layers;
     const char *freeze_trainable_modules;
     lmf_dataset_options data;   /* data.val_size splits an eval set off the training records */

@@ -9,7 +9,7 @@
 
 /* Keys this build reads but cannot honour yet: refuse them rather than silently ignore. */
 static int refuse_unavailable(const lmf_config *c) {
-    static const char *keys[] = {"deepspeed", "quantization_bit", "additional_target"};
+    static const char *keys[] = {"deepspeed", "quantization_bit"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (lmf_config_is_set(c, keys[i]))
             return lmf_errorf(LMF_EUNSUPPORTED, "%s: %s is not available in this build yet",
@@ -43,6 +43,7 @@ int lmf_cmd_train(int argc, char **argv) {
                               : 2.0f * rank,
             .lora_dropout = (float)lmf_config_float(&c, "lora_dropout"),
             .lora_target = lmf_config_str(&c, "lora_target"),
+            .additional_target = lmf_config_str(&c, "additional_target"),
             .freeze_trainable_layers = (int)lmf_config_int(&c, "freeze_trainable_layers"),
             .freeze_trainable_modules = lmf_config_str(&c, "freeze_trainable_modules"),
             .data = {lmf_config_str(&c, "dataset_dir"), lmf_config_str(&c, "dataset"), stage,

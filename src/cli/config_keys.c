@@ -34,7 +34,9 @@ static const lmf_cfg_key keys[] = {
     {"lora_target", S, "all", NULL,
      "all, or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", 0},
     {"additional_target", S, NULL, NULL,
-     "extra modules trained in full with LoRA (not available yet)", 0},
+     "modules trained in full beside LoRA, saved in the adapter as PEFT modules_to_save (e.g. "
+     "embed_tokens,lm_head,norm)",
+     0},
     {"freeze_trainable_layers", I, "2", NULL,
      "freeze: train the last N layers (negative: the first -N)", 0},
     {"freeze_trainable_modules", S, "all", NULL,

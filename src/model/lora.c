@@ -148,6 +148,34 @@ void lmf_lora_free(lmf_lora *l) {
     free(l);
 }
 
+/* The module a parameter belongs to: its name without the last component (".weight"). */
+static int module_matches(const char *param, const char *entry) {
+    const char *dot = strrchr(param, '.');
+    size_t mlen = dot ? (size_t)(dot - param) : strlen(param), elen = strlen(entry);
+    if (elen == 0 || elen > mlen) return 0;
+    if (memcmp(param + mlen - elen, entry, elen)) return 0;
+    return elen == mlen || param[mlen - elen - 1] == '.';
+}
+
+int lmf_lora_match_modules(const lmf_model *m, const char *list, uint8_t *mask) {
+    memset(mask, 0, (size_t)m->n_params);
+    char *copy = lmf_strdup(list), *save = NULL;
+    int rc = copy ? 0 : lmf_errorf(LMF_ENOMEM, "out of memory");
+    for (char *e = copy ? strtok_r(copy, ", ", &save) : NULL; e && !rc;
+         e = strtok_r(NULL, ", ", &save)) {
+        int hit = 0;
+        for (int i = 0; i < m->n_params; i++)
+            if (module_matches(m->table[i].name, e)) mask[i] = 1, hit = 1;
+        if (!hit)
+            rc = lmf_errorf(LMF_EINVAL,
+                            "additional_target / modules_to_save: \"%s\" names no module of "
+                            "the model (e.g. embed_tokens, lm_head, norm)",
+                            e);
+    }
+    free(copy);
+    return rc;
+}
+
 static unsigned mask_count(unsigned t) {
     unsigned n = 0;
     for (; t; t >>= 1) n += t & 1;
@@ -169,7 +197,15 @@ int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir) {
     cJSON_AddNullToObject(j, "layers_to_transform");
     cJSON_AddNumberToObject(j, "lora_alpha", l->alpha);
     cJSON_AddNumberToObject(j, "lora_dropout", l->dropout);
-    cJSON_AddNullToObject(j, "modules_to_save");
+    if (l->modules_to_save[0]) {
+        cJSON *ms = cJSON_AddArrayToObject(j, "modules_to_save");
+        char copy[sizeof l->modules_to_save], *save = NULL;
+        memcpy(copy, l->modules_to_save, sizeof copy);
+        for (char *e = strtok_r(copy, ", ", &save); e; e = strtok_r(NULL, ", ", &save))
+            cJSON_AddItemToArray(ms, cJSON_CreateString(e));
+    } else {
+        cJSON_AddNullToObject(j, "modules_to_save");
+    }
     cJSON_AddStringToObject(j, "peft_type", "LORA");
     cJSON_AddNumberToObject(j, "r", l->r);
     cJSON_AddObjectToObject(j, "rank_pattern");
@@ -183,12 +219,22 @@ int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir) {
     cJSON_AddBoolToObject(j, "use_rslora", l->use_rslora);
     char *json = cJSON_Print(j);
     cJSON_Delete(j);
-    (void)m;
     lmf_st_writer w;
     lmf_st_writer_init(&w);
     for (int i = 0; i < l->n_params && !rc; i++)
         rc = lmf_st_writer_add(&w, l->table[i].name, LMF_F32, 2, l->table[i].shape,
                                l->params + l->table[i].offset);
+    uint8_t *mask = l->modules_to_save[0] ? malloc((size_t)m->n_params) : NULL;
+    char(*names)[128] = mask ? calloc((size_t)m->n_params, sizeof *names) : NULL;
+    if (!rc && l->modules_to_save[0] && (!mask || !names))
+        rc = lmf_errorf(LMF_ENOMEM, "out of memory");
+    if (!rc && mask) rc = lmf_lora_match_modules(m, l->modules_to_save, mask);
+    for (int i = 0; mask && i < m->n_params && !rc; i++) {
+        if (!mask[i]) continue;
+        snprintf(names[i], sizeof names[i], "base_model.model.%s", m->table[i].name);
+        rc = lmf_st_writer_add(&w, names[i], LMF_F32, m->table[i].ndim, m->table[i].shape,
+                               m->params + m->table[i].offset);
+    }
     char *st_path = lmf_path_join(dir, "adapter_model.safetensors");
     char *cfg_path = lmf_path_join(dir, "adapter_config.json");
     if (!rc && (!json || !st_path || !cfg_path))
@@ -196,6 +242,7 @@ int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir) {
     if (!rc) rc = lmf_st_writer_write(&w, st_path);
     if (!rc) rc = lmf_file_write_atomic(cfg_path, json, strlen(json));
     lmf_st_writer_free(&w);
+    free(names), free(mask);
     free(json);
     free(st_path);
     free(cfg_path);
@@ -204,7 +251,7 @@ int lmf_lora_save(const lmf_lora *l, const lmf_model *m, const char *dir) {
 
 /* Reads adapter_config.json; refuses PEFT features lmforge does not implement. */
 static int read_adapter_config(const char *path, int *r, float *alpha, float *dropout,
-                               unsigned *targets, int *rslora) {
+                               unsigned *targets, int *rslora, char *modules, size_t modules_cap) {
     cJSON *j;
     int rc = lmf_json_load(path, &j);
     if (rc) return rc;
@@ -256,11 +303,27 @@ static int read_adapter_config(const char *path, int *r, float *alpha, float *dr
         }
     }
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(j, "layers_to_transform");
-    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "modules_to_save");
-    if ((lt && !cJSON_IsNull(lt)) || (ms && !cJSON_IsNull(ms) && cJSON_GetArraySize(ms) > 0)) {
-        rc = lmf_errorf(LMF_EUNSUPPORTED, "%s: \"%s\" is not supported yet", path,
-                        lt && !cJSON_IsNull(lt) ? "layers_to_transform" : "modules_to_save");
+    if (lt && !cJSON_IsNull(lt)) {
+        rc = lmf_errorf(LMF_EUNSUPPORTED, "%s: \"layers_to_transform\" is not supported yet", path);
         goto done;
+    }
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "modules_to_save"), *it;
+    modules[0] = 0;
+    if (ms && !cJSON_IsNull(ms)) {
+        if (!cJSON_IsArray(ms)) {
+            rc = lmf_errorf(LMF_EFORMAT, "%s: \"modules_to_save\": expected a list of names", path);
+            goto done;
+        }
+        cJSON_ArrayForEach(it, ms) {
+            size_t used = strlen(modules);
+            if (!cJSON_IsString(it) || used + strlen(it->valuestring) + 2 > modules_cap) {
+                rc = lmf_errorf(LMF_EFORMAT,
+                                "%s: \"modules_to_save\": expected a short list of names", path);
+                goto done;
+            }
+            if (used) modules[used++] = ',';
+            memcpy(modules + used, it->valuestring, strlen(it->valuestring) + 1);
+        }
     }
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(j, "target_modules");
     *targets = 0;
@@ -291,7 +354,35 @@ done:
     return rc > 0 ? 0 : rc;
 }
 
-int lmf_lora_load(lmf_lora **out, const lmf_model *m, const char *dir) {
+/* Copies the adapter's saved modules_to_save weights into the base model. */
+static int load_modules(lmf_model *m, const char *modules, const lmf_safetensors *st,
+                        const char *st_path, int *used) {
+    uint8_t *mask = malloc((size_t)m->n_params);
+    if (!mask) return lmf_errorf(LMF_ENOMEM, "out of memory");
+    int rc = lmf_lora_match_modules(m, modules, mask);
+    if (rc) lmf_error_prefix(rc, "%s", st_path);
+    for (int i = 0; i < m->n_params && !rc; i++) {
+        if (!mask[i]) continue;
+        const lmf_param *p = &m->table[i];
+        char name[160];
+        snprintf(name, sizeof name, "base_model.model.%s", p->name);
+        const lmf_st_tensor *t = lmf_safetensors_find(st, name);
+        int64_t numel = 1;
+        for (int d = 0; t && d < t->ndim; d++) numel *= t->shape[d];
+        if (!t)
+            rc = lmf_errorf(LMF_EFORMAT, "%s: missing tensor \"%s\" (modules_to_save)", st_path,
+                            name);
+        else if (t->ndim != p->ndim || (size_t)numel != p->numel)
+            rc = lmf_errorf(LMF_ESHAPE, "%s: tensor \"%s\" does not have the model's shape",
+                            st_path, name);
+        else
+            lmf_convert_to_f32(m->params + p->offset, t->data, t->dtype, p->numel), (*used)++;
+    }
+    free(mask);
+    return rc;
+}
+
+int lmf_lora_load(lmf_lora **out, lmf_model *m, const char *dir) {
     char *cfg_path = lmf_path_join(dir, "adapter_config.json");
     char *st_path = lmf_path_join(dir, "adapter_model.safetensors");
     int r = 0, rslora = 0, rc;
@@ -304,8 +395,13 @@ int lmf_lora_load(lmf_lora **out, const lmf_model *m, const char *dir) {
         rc = lmf_errorf(LMF_ENOMEM, "out of memory");
         goto done;
     }
-    if ((rc = read_adapter_config(cfg_path, &r, &alpha, &dropout, &targets, &rslora))) goto done;
+    char modules[sizeof l->modules_to_save];
+    int used = 0;
+    if ((rc = read_adapter_config(cfg_path, &r, &alpha, &dropout, &targets, &rslora, modules,
+                                  sizeof modules)))
+        goto done;
     if ((rc = lmf_lora_create(&l, m, r, alpha, dropout, targets))) goto done;
+    memcpy(l->modules_to_save, modules, sizeof modules);
     l->use_rslora = rslora;
     l->scale = rslora ? alpha / sqrtf((float)r) : alpha / r;
     if ((rc = lmf_safetensors_open(&st, st_path))) goto done;
@@ -324,7 +420,8 @@ int lmf_lora_load(lmf_lora **out, const lmf_model *m, const char *dir) {
         }
         lmf_convert_to_f32(l->params + p->offset, t->data, t->dtype, p->numel);
     }
-    if ((unsigned)st.n_tensors != (unsigned)l->n_params)
+    if (modules[0] && (rc = load_modules(m, modules, &st, st_path, &used))) goto done;
+    if ((unsigned)st.n_tensors != (unsigned)(l->n_params + used))
         lmf_warn("%s: %d tensors, %d used (%u target modules x %d layers x 2)", st_path,
                  st.n_tensors, l->n_params, mask_count(targets), m->cfg.layers);
 done:

@@ -151,27 +151,37 @@ static double sum_squares(const float *g, size_t cnt) {
     return total;
 }
 
-float lmf_clip_grad_norm(float *grads, const lmf_opt_segment *segs, int n_segs, double max_norm) {
+float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, double max_norm) {
     /* torch: norm(stack([norm(g_i) for g_i])); each norm is an f32 tensor. */
     double sq = 0;
-    for (int s = 0; s < n_segs; s++) {
-        const float tn = (float)sqrt(sum_squares(grads + segs[s].offset, segs[s].numel));
-        sq += (double)tn * (double)tn;
-    }
+    for (int k = 0; k < n_groups; k++)
+        for (int s = 0; s < groups[k].n_segs; s++) {
+            const lmf_opt_segment *seg = &groups[k].segs[s];
+            const float tn = (float)sqrt(sum_squares(groups[k].grads + seg->offset, seg->numel));
+            sq += (double)tn * (double)tn;
+        }
     const float total = (float)sqrt(sq);
     if (!(max_norm > 0)) return total;
     /* max_norm / (total + 1e-6) in torch is (total + 1e-6).reciprocal() * max_norm in f32,
      * clamped to 1; scaling by exactly 1.0 is a no-op, so we only scale below 1 (or NaN). */
     const float coef = (1.0f / (total + 1e-6f)) * (float)max_norm;
     if (coef >= 1.0f) return total;
+    for (int k = 0; k < n_groups; k++) {
+        const lmf_grad_group *gr = &groups[k];
 #pragma omp parallel
-    for (int s = 0; s < n_segs; s++) {
-        float *g = grads + segs[s].offset;
-        const size_t cnt = segs[s].numel;
+        for (int s = 0; s < gr->n_segs; s++) {
+            float *g = gr->grads + gr->segs[s].offset;
+            const size_t cnt = gr->segs[s].numel;
 #pragma omp for schedule(static) nowait
-        for (size_t i = 0; i < cnt; i++) g[i] *= coef;
+            for (size_t i = 0; i < cnt; i++) g[i] *= coef;
+        }
     }
     return total;
+}
+
+float lmf_clip_grad_norm(float *grads, const lmf_opt_segment *segs, int n_segs, double max_norm) {
+    lmf_grad_group g = {grads, segs, n_segs};
+    return lmf_clip_grad_norm_groups(&g, 1, max_norm);
 }
 
 /* ---- state file ---- */

@@ -24,17 +24,21 @@ enum { STATE_VERSION = 2 };
 
 /* Identifies what was trained: a checkpoint of another model or method is refused. */
 uint64_t trainer_fingerprint(const trainer *t) {
-    char buf[256];
+    char buf[512];
     const lmf_model_config *c = &t->m->cfg;
     int n =
         snprintf(buf, sizeof buf, "%s|%d|%d|%d|%d|%d|%d|%u|%d", t->o->finetuning_type, c->hidden,
                  c->layers, c->heads, c->kv_heads, c->vocab, t->lora ? t->lora->r : 0,
                  t->lora ? t->lora->targets : 0u, t->o->freeze_trainable_layers);
+    if (t->lora && t->lora->modules_to_save[0]) /* kept out of older fingerprints */
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "|%s", t->lora->modules_to_save);
     return lmf_hash_bytes(buf, (size_t)n);
 }
 
 static size_t trained_numel(const trainer *t) {
-    return t->lora ? t->lora->numel : t->m->numel;
+    size_t n = 0;
+    for (int g = 0; g < t->n_groups; g++) n += t->groups[g].numel;
+    return n;
 }
 
 static int save_state(const char *path, const run_state *st) {
@@ -65,14 +69,14 @@ static int load_state(const char *path, run_state *st) {
     return rc;
 }
 
-int trainer_save_checkpoint(trainer *t, const lmf_adamw *opt, const lmf_sampler *smp) {
+int trainer_save_checkpoint(trainer *t, const lmf_sampler *smp) {
     const lmf_train_options *o = t->o;
     char *tmp = NULL, *p = NULL;
     int rc = lmf_ckpt_begin(o->output_dir, t->step, &tmp);
     if (!rc) rc = t->lora ? lmf_lora_save(t->lora, t->m, tmp) : lmf_model_save(t->m, tmp);
-    if (!rc && !o->save_only_model) {
-        p = lmf_path_join(tmp, "optimizer.bin");
-        rc = lmf_adamw_save(opt, p);
+    for (int g = 0; g < t->n_groups && !rc && !o->save_only_model; g++) {
+        p = lmf_path_join(tmp, t->groups[g].opt_file);
+        rc = lmf_adamw_save(&t->groups[g].opt, p);
         free(p);
     }
     if (!rc) {
@@ -98,7 +102,7 @@ int trainer_save_checkpoint(trainer *t, const lmf_adamw *opt, const lmf_sampler 
     return rc;
 }
 
-int trainer_load_checkpoint(trainer *t, const char *dir, lmf_adamw *opt, lmf_sampler *smp) {
+int trainer_load_checkpoint(trainer *t, const char *dir, lmf_sampler *smp) {
     run_state st;
     char *p = lmf_path_join(dir, "trainer_state.bin");
     int rc = load_state(p, &st);
@@ -115,28 +119,31 @@ int trainer_load_checkpoint(trainer *t, const char *dir, lmf_adamw *opt, lmf_sam
     if (t->lora) {
         lmf_lora *l = NULL;
         if ((rc = lmf_lora_load(&l, t->m, dir))) return rc;
-        if (l->numel != numel)
+        if (l->numel != t->lora->numel)
             rc = lmf_errorf(LMF_EINVAL, "%s: adapter does not match this run", dir);
         else
-            memcpy(t->lora->params, l->params, numel * sizeof(float));
+            memcpy(t->lora->params, l->params, l->numel * sizeof(float));
         lmf_lora_free(l);
         memcpy(t->lora->dropout_rng.s, st.dropout_rng, sizeof st.dropout_rng);
     } else {
         lmf_model *m = NULL;
         if ((rc = lmf_model_load(&m, dir, lmf_backend_cpu()))) return rc;
-        if (m->numel != numel)
+        if (m->numel != t->m->numel)
             rc = lmf_errorf(LMF_EINVAL, "%s: model does not match this run", dir);
         else
-            memcpy(t->m->params, m->params, numel * sizeof(float));
+            memcpy(t->m->params, m->params, m->numel * sizeof(float));
         lmf_model_free(m);
     }
     if (rc) return rc;
-    p = lmf_path_join(dir, "optimizer.bin");
-    if (lmf_path_exists(p))
-        rc = lmf_adamw_load(opt, p);
-    else
-        lmf_warn("%s: no optimizer state (save_only_model): moments restart from zero", dir);
-    free(p);
+    for (int g = 0; g < t->n_groups && !rc; g++) {
+        p = lmf_path_join(dir, t->groups[g].opt_file);
+        if (lmf_path_exists(p))
+            rc = lmf_adamw_load(&t->groups[g].opt, p);
+        else
+            lmf_warn("%s: no %s (save_only_model): moments restart from zero", dir,
+                     t->groups[g].opt_file);
+        free(p);
+    }
     if (!rc) rc = lmf_sampler_restore(smp, st.sampler, dir);
     if (!rc) {
         t->step = st.step, t->consumed = st.consumed, t->tokens = st.tokens;

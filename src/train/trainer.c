@@ -77,6 +77,18 @@ static int setup_model(trainer *t) {
         }
         if (!rc) rc = lmf_lora_enable_grads(t->lora);
         t->m->lora = t->lora;
+        /* additional_target (PEFT's modules_to_save): whole base modules train beside the
+         * adapter; an adapter continued without it keeps its own list. */
+        const char *mods = o->additional_target ? o->additional_target
+                           : t->lora            ? t->lora->modules_to_save
+                                                : "";
+        if (!rc && *mods) {
+            if (strlen(mods) >= sizeof t->lora->modules_to_save)
+                return lmf_errorf(LMF_EINVAL, "additional_target: too long");
+            memmove(t->lora->modules_to_save, mods, strlen(mods) + 1);
+            rc = lmf_model_enable_grads(t->m);
+            if (!rc) rc = lmf_lora_match_modules(t->m, mods, t->m->trainable);
+        }
         return rc;
     }
     if (!strcmp(o->finetuning_type, "full")) return lmf_model_enable_grads(t->m);
@@ -95,14 +107,61 @@ static double epoch_of(const trainer *t) {
 
 /* One optimizer step: grad_accum micro-batches, gradients averaged over all their targets,
  * clipped, then AdamW. *loss gets the step's mean token loss. */
-static int train_step(trainer *t, lmf_sampler *smp, lmf_adamw *opt, const lmf_schedule *sched,
-                      const lmf_opt_segment *segs, int n_segs, double *loss, float *gnorm,
-                      double *lr) {
+/* The trained buffers and their optimizers: the adapter (LoRA A and B are weights: decayed,
+ * as in HF) plus the base modules_to_save, or the trainable part of the base model. */
+static int setup_groups(trainer *t) {
     const lmf_train_options *o = t->o;
-    float *params = t->lora ? t->lora->params : t->m->params,
-          *grads = t->lora ? t->lora->grads : t->m->grads;
-    size_t numel = t->lora ? t->lora->numel : t->m->numel;
-    memset(grads, 0, numel * sizeof(float));
+    int rc = 0;
+    if (t->lora) {
+        param_group *g = &t->groups[t->n_groups++];
+        *g = (param_group){
+            t->lora->params, t->lora->grads, t->lora->numel, malloc(sizeof *g->segs), 1, {0},
+            "optimizer.bin"};
+        if (!g->segs) return lmf_errorf(LMF_ENOMEM, "out of memory");
+        g->segs[0] = (lmf_opt_segment){0, t->lora->numel, 1};
+    }
+    if (t->m->grads) {
+        param_group *g = &t->groups[t->n_groups++];
+        *g = (param_group){t->m->params,
+                           t->m->grads,
+                           t->m->numel,
+                           NULL,
+                           0,
+                           {0},
+                           t->lora ? "optimizer_modules.bin" : "optimizer.bin"};
+        rc = lmf_opt_segments_from_params(t->m->table, t->m->n_params, t->m->trainable, &g->segs,
+                                          &g->n_segs);
+    }
+    for (int i = 0; i < t->n_groups && !rc; i++)
+        rc = lmf_adamw_init(&t->groups[i].opt, t->groups[i].numel, o->beta1, o->beta2, o->eps,
+                            o->weight_decay);
+    return rc;
+}
+
+static void free_groups(trainer *t) {
+    for (int i = 0; i < t->n_groups; i++) {
+        free(t->groups[i].segs);
+        lmf_adamw_free(&t->groups[i].opt);
+    }
+    t->n_groups = 0;
+}
+
+static size_t trained_floats(const trainer *t) {
+    size_t n = 0;
+    for (int i = 0; i < t->n_groups; i++)
+        for (int s = 0; s < t->groups[i].n_segs; s++) n += t->groups[i].segs[s].numel;
+    return n;
+}
+
+/* One optimizer step: grad_accum micro-batches, gradients averaged over all their targets,
+ * clipped over every group together, then AdamW. *loss gets the step's mean token loss. */
+static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, double *loss,
+                      float *gnorm, double *lr) {
+    const lmf_train_options *o = t->o;
+    for (int g = 0; g < t->n_groups; g++) /* only trained tensors get gradients */
+        for (int k = 0; k < t->groups[g].n_segs; k++)
+            memset(t->groups[g].grads + t->groups[g].segs[k].offset, 0,
+                   t->groups[g].segs[k].numel * sizeof(float));
     int64_t step_targets = 0;
     double loss_sum = 0;
     for (int a = 0; a < o->grad_accum; a++) {
@@ -122,12 +181,25 @@ static int train_step(trainer *t, lmf_sampler *smp, lmf_adamw *opt, const lmf_sc
         t->tokens += tokens;
         t->consumed += o->batch_size;
     }
-    double inv = step_targets ? 1.0 / (double)step_targets : 0.0;
-    for (size_t i = 0; i < numel; i++) grads[i] *= (float)inv;
-    *gnorm = lmf_clip_grad_norm(grads, segs, n_segs, o->max_grad_norm);
+    float inv = step_targets ? (float)(1.0 / (double)step_targets) : 0.0f;
+    lmf_grad_group gg[2];
+    for (int g = 0; g < t->n_groups; g++) {
+        param_group *pg = &t->groups[g];
+        for (int k = 0; k < pg->n_segs; k++) {
+            float *gr = pg->grads + pg->segs[k].offset;
+            for (size_t i = 0; i < pg->segs[k].numel; i++) gr[i] *= inv;
+        }
+        gg[g] = (lmf_grad_group){pg->grads, pg->segs, pg->n_segs};
+    }
+    *gnorm = lmf_clip_grad_norm_groups(gg, t->n_groups, o->max_grad_norm);
     *lr = lmf_schedule_lr(sched, t->step);
     *loss = step_targets ? loss_sum / (double)step_targets : 0.0;
-    return lmf_adamw_step(opt, params, grads, segs, n_segs, *lr);
+    int rc = 0;
+    for (int g = 0; g < t->n_groups && !rc; g++) {
+        param_group *pg = &t->groups[g];
+        rc = lmf_adamw_step(&pg->opt, pg->params, pg->grads, pg->segs, pg->n_segs, *lr);
+    }
+    return rc;
 }
 
 static int run_eval(trainer *t, eval_result *r) {
@@ -204,30 +276,17 @@ static int write_results(trainer *t, cJSON *train_m, cJSON *eval_m) {
 
 static int train_loop(trainer *t) {
     const lmf_train_options *o = t->o;
-    size_t numel = t->lora ? t->lora->numel : t->m->numel;
-    lmf_opt_segment *segs = NULL;
-    int n_segs = 0, rc;
-    if (t->lora) {
-        n_segs = 1;
-        segs = malloc(sizeof *segs);
-        if (!segs) return lmf_errorf(LMF_ENOMEM, "out of memory");
-        segs[0] = (lmf_opt_segment){0, numel, 1}; /* LoRA A and B are weights: decayed, as in HF */
-    } else if ((rc = lmf_opt_segments_from_params(t->m->table, t->m->n_params, t->m->trainable,
-                                                  &segs, &n_segs))) {
-        return rc;
-    }
+    int rc = setup_groups(t);
     int64_t per_epoch = steps_per_epoch(t);
     t->total = o->max_steps > 0 ? o->max_steps : (int64_t)ceil(o->epochs * (double)per_epoch);
     if (t->total <= 0) t->total = 1;
     lmf_schedule sched;
-    lmf_adamw opt = {0};
     lmf_sampler sampler = {0};
     int64_t warm = lmf_warmup_steps(o->warmup_steps, o->warmup_ratio, t->total);
-    if (!(rc = lmf_schedule_init(&sched, o->scheduler, o->learning_rate, t->total, warm, 0)))
-        if (!(rc = lmf_adamw_init(&opt, numel, o->beta1, o->beta2, o->eps, o->weight_decay)))
-            rc = lmf_sampler_init(&sampler, t->train.n, 1, 0, o->seed, 1);
+    if (!rc) rc = lmf_schedule_init(&sched, o->scheduler, o->learning_rate, t->total, warm, 0);
+    if (!rc) rc = lmf_sampler_init(&sampler, t->train.n, 1, 0, o->seed, 1);
     if (!rc && t->resume_dir) {
-        rc = trainer_load_checkpoint(t, t->resume_dir, &opt, &sampler);
+        rc = trainer_load_checkpoint(t, t->resume_dir, &sampler);
         if (!rc)
             lmf_info("resumed from %s: step %lld of %lld, epoch %.2f, learning rate %.6g",
                      t->resume_dir, (long long)t->step, (long long)t->total, epoch_of(t),
@@ -238,7 +297,7 @@ static int train_loop(trainer *t) {
         lmf_info("training: %lld steps (%lld per epoch), batch %d x accumulation %d, %s, %zu "
                  "trainable parameters",
                  (long long)t->total, (long long)per_epoch, o->batch_size, o->grad_accum,
-                 o->finetuning_type, numel);
+                 o->finetuning_type, trained_floats(t));
     double t0 = lmf_time_sec();
     int64_t tokens0 = t->tokens, last_eval = -1;
     eval_result ev = {0};
@@ -246,7 +305,7 @@ static int train_loop(trainer *t) {
     while (!rc && t->step < t->total) {
         double loss, lr;
         float gnorm;
-        if ((rc = train_step(t, &sampler, &opt, &sched, segs, n_segs, &loss, &gnorm, &lr))) break;
+        if ((rc = train_step(t, &sampler, &sched, &loss, &gnorm, &lr))) break;
         t->step++;
         t->loss_acc += loss, t->loss_total += loss;
         double tps = (double)(t->tokens - tokens0) / (lmf_time_sec() - t0 + 1e-9);
@@ -270,7 +329,7 @@ static int train_loop(trainer *t) {
         int save = !strcmp(o->save_strategy, "steps")   ? t->step % o->save_steps == 0
                    : !strcmp(o->save_strategy, "epoch") ? epoch_end
                                                         : 0;
-        if (save && t->step < t->total) rc = trainer_save_checkpoint(t, &opt, &sampler);
+        if (save && t->step < t->total) rc = trainer_save_checkpoint(t, &sampler);
     }
     t->m->loss_denom = 0;
     double runtime = lmf_time_sec() - t0;
@@ -304,8 +363,7 @@ static int train_loop(trainer *t) {
     }
     if (!rc) lmf_info("saved to %s (%.1f s)", o->output_dir, runtime);
     train_log_close(&t->log);
-    free(segs);
-    lmf_adamw_free(&opt);
+    free_groups(t);
     lmf_sampler_free(&sampler);
     return rc;
 }

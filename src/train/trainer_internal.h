@@ -48,6 +48,17 @@ typedef struct step_report {
     int64_t total_tokens;
 } step_report;
 
+/* A trained parameter buffer with its optimizer: the LoRA adapter, or the base model (full
+ * and freeze fine-tuning, or the modules_to_save trained beside a LoRA adapter). */
+typedef struct param_group {
+    float *params, *grads;
+    size_t numel;
+    lmf_opt_segment *segs; /* what is trained, and with or without weight decay */
+    int n_segs;
+    lmf_adamw opt;
+    const char *opt_file; /* its state file in checkpoints */
+} param_group;
+
 typedef struct trainer {
     const lmf_train_options *o;
     lmf_model *m;
@@ -59,6 +70,8 @@ typedef struct trainer {
     size_t b_cap;
     char *resume_dir; /* checkpoint to continue from, or NULL */
     train_log log;
+    param_group groups[2];
+    int n_groups;
     /* run position, saved in checkpoints */
     int64_t step, total, consumed, tokens;
     double loss_acc;   /* sum of step losses since the last log line */
@@ -107,7 +120,7 @@ void train_log_clear_bar(train_log *l);
 
 /* train_ckpt.c */
 uint64_t trainer_fingerprint(const trainer *t);
-int trainer_save_checkpoint(trainer *t, const lmf_adamw *opt, const lmf_sampler *smp);
-int trainer_load_checkpoint(trainer *t, const char *dir, lmf_adamw *opt, lmf_sampler *smp);
+int trainer_save_checkpoint(trainer *t, const lmf_sampler *smp);
+int trainer_load_checkpoint(trainer *t, const char *dir, lmf_sampler *smp);
 
 #endif

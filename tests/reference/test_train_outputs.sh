@@ -82,6 +82,45 @@ check "eval-only eval_loss == transformers + peft" "$LMF_PY" "$REF/eval_ref.py" 
 check_fails "do_eval without an eval set is refused" "$LMF" train lora.yaml output_dir=x1 val_size=0 eval_strategy=no
 grep -q "val_size or eval_dataset" out.txt || { echo "FAIL message"; fail=$((fail + 1)); }
 
+# additional_target: whole modules trained beside LoRA, saved as PEFT's modules_to_save; peft
+# loads the adapter and gives lmforge's NLL; the merged export carries the trained modules.
+check "LoRA + additional_target embed_tokens,norm" "$LMF" train lora.yaml output_dir=mts additional_target=embed_tokens,norm do_eval=false val_size=0 eval_strategy=no max_steps=6 save_steps=3
+modules_saved() {
+    "$LMF_PY" - <<'PY'
+import json
+from safetensors.torch import load_file
+cfg = json.load(open("mts/adapter_config.json"))
+assert cfg["modules_to_save"] == ["embed_tokens", "norm"], cfg["modules_to_save"]
+a, base = load_file("mts/adapter_model.safetensors"), load_file("model/model.safetensors")
+for k in ("model.embed_tokens.weight", "model.norm.weight"):
+    d = (a["base_model.model." + k] - base[k]).abs().max().item()
+    print(k, "changed by", d)
+    assert d > 1e-4, k
+assert (load_file("mts/checkpoint-3/adapter_model.safetensors").keys() == a.keys())
+PY
+}
+check "adapter holds the trained modules (PEFT names)" modules_saved
+IDS=$(printf 'What color is the fox?' | "$LMF" tokenizer encode --tokenizer model | tr -d '[] ')
+peft_modules_nll() {
+    "$LMF" score --model model --adapter mts --ids "$IDS" --json > ours.json && "$LMF_PY" - "$IDS" <<'PY'
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("model", torch_dtype=torch.float32), "mts").eval()
+ids = torch.tensor([[int(x) for x in sys.argv[1].split(",")]])
+with torch.no_grad():
+    ref = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:]).item()
+ours = json.load(open("ours.json"))["mean_nll"]
+print(f"mean NLL with adapter + modules_to_save: lmforge {ours:.7f} peft {ref:.7f}")
+sys.exit(0 if abs(ours - ref) <= 1e-4 * abs(ref) else 1)
+PY
+}
+check "peft (modules_to_save) NLL == lmforge" peft_modules_nll
+printf 'model_name_or_path: model\nadapter_name_or_path: mts\nfinetuning_type: lora\nexport_dir: mts_merged\n' > mmerge.yaml
+check "merged export carries the modules: transformers NLL == lmforge" sh -c "'$LMF' export mmerge.yaml > /dev/null && '$LMF_PY' '$REF/hf_nll.py' --model mts_merged --ids '$IDS' > r.json && '$LMF_PY' -c \"import json; o=json.load(open('ours.json'))['mean_nll']; r=json.load(open('r.json'))['mean_nll']; print(o, r); exit(0 if abs(o-r) <= 1e-4*abs(r) else 1)\""
+check_fails "additional_target naming no module" "$LMF" train lora.yaml output_dir=x9 additional_target=embed_tokns
+grep -q '"embed_tokns" names no module' out.txt || { echo "FAIL message"; fail=$((fail + 1)); }
+
 # tokenized_path: tokenise once, reuse, refuse a stale cache, rebuild on request.
 cat > cached.yaml <<YAML
 model_name_or_path: model
