@@ -107,6 +107,26 @@ reply = reply[:-1] if reply.endswith(b"\n") else reply
 check("greedy chat == `lmforge chat --prompt` (same bytes)",
       out.returncode == 0 and reply == text.encode(), (out.returncode, reply, text.encode()))
 
+# --- interactive `lmforge chat`: history, clear, exit, same answers as the API ---------------------
+
+
+def greedy(messages):
+    return client.chat.completions.create(model=args.model, messages=messages,
+                                          temperature=0).choices[0].message.content
+
+
+r1 = greedy([{"role": "user", "content": "hello"}])
+r2 = greedy([{"role": "user", "content": "hello"}, {"role": "assistant", "content": r1},
+             {"role": "user", "content": "hi there"}])
+r3 = greedy([{"role": "user", "content": "hi there"}])
+out = subprocess.run([args.lmforge, "chat", args.config], input=b"hello\nhi there\nclear\nhi there\n"
+                     b"exit\nnever read\n", capture_output=True, timeout=120,
+                     env=dict(os.environ, OMP_NUM_THREADS="1"))
+want = (f"user: assistant: {r1}\nuser: assistant: {r2}\nuser: (history cleared)\n"
+        f"user: assistant: {r3}\nuser: ").encode()
+check("interactive chat keeps history (== API with the history), clear forgets it, exit ends",
+      out.returncode == 0 and out.stdout == want and r2 != r3, (out.stdout, want, out.stderr))
+
 # --- streamed chat through the SDK, with and without include_usage --------------------------------
 chunks = list(client.chat.completions.create(model=args.model, messages=MSGS, temperature=0,
                                              stream=True, stream_options={"include_usage": True}))
