@@ -319,6 +319,27 @@ try:
     check("SDK: wrong key raises AuthenticationError", False, "no error")
 except openai.AuthenticationError:
     check("SDK: wrong key raises AuthenticationError", True)
+# garbage that must never crash the server: broken HTTP, deep nesting, invalid UTF-8, NUL bytes
+for junk in [b"GARBAGE\r\n\r\n", b"\x00\xff" * 64 + b"\r\n\r\n",
+             b"POST /v1/completions HTTP/1.1\r\nContent-Length: -4\r\n\r\n",
+             b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"pr"]:
+    try:
+        s = socket.create_connection((HOST, args.port), timeout=5)
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        s.recv(4096)
+        s.close()
+    except OSError:
+        pass
+for body in [b"[" * 60000, b'{"prompt": "\xff\xfe\xc3", "max_tokens": 3}',
+             b'{"prompt": "a\x00b", "max_tokens": 3}', b'{"prompt": "\\ud800", "max_tokens": 3}',
+             json.dumps({"messages": [{"role": "user", "content": "x"}] * 3}).encode()]:
+    try:
+        st = raw("POST", "/v1/completions" if b"prompt" in body or b"[[" in body[:2]
+                 else "/v1/chat/completions", body)[0]
+        check(f"odd body {body[:24]!r}... answered ({st})", st in (200, 400), st)
+    except Exception as ex:  # noqa: BLE001
+        check(f"odd body {body[:24]!r}... answered", False, repr(ex))
 check("the server is still healthy after the bad requests", raw("GET", "/health")[0] == 200)
 
 # --- a client that disconnects mid-stream cancels its request and frees its blocks ----------------
