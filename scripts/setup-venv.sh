@@ -10,6 +10,6 @@ if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && cmp -s requirements-test.txt 
 fi
 /usr/bin/python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r requirements-test.txt
-"$VENV/bin/python" -c "import torch, transformers, peft, tokenizers, safetensors" 
+"$VENV/bin/python" -c "import torch, transformers, peft, tokenizers, safetensors, openai"
 cp requirements-test.txt "$STAMP"
 echo "setup-venv: $VENV ready (torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"

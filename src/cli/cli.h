@@ -10,6 +10,7 @@ int lmf_cmd_tokenizer(int argc, char **argv);
 int lmf_cmd_data(int argc, char **argv);
 int lmf_cmd_train(int argc, char **argv);
 int lmf_cmd_chat(int argc, char **argv);
+int lmf_cmd_api(int argc, char **argv);
 int lmf_cmd_export(int argc, char **argv);
 int lmf_cmd_config(int argc, char **argv);
 

@@ -29,22 +29,25 @@ typedef struct chat {
     int n_stops;
 } chat;
 
+/* Prints a piece of the reply as it comes and keeps it for the history. */
+static void append_reply(chat *c, const char *piece) {
+    fputs(piece, stdout);
+    fflush(stdout);
+    size_t n = strlen(piece);
+    char *grown = realloc(c->reply, c->reply_len + n + 1);
+    if (grown) {
+        memcpy(grown + c->reply_len, piece, n + 1);
+        c->reply = grown, c->reply_len += n;
+    }
+}
+
 static int on_token(lmf_request *r, const lmf_sample_result *tok, void *user) {
     chat *c = user;
     (void)r;
     for (int i = 0; i < c->n_stops; i++)
         if (tok->token == c->stops[i]) return 0; /* the engine ends the request; print nothing */
     char *piece = NULL;
-    if (lmf_detok_stream_push(&c->ds, tok->token, &piece) == 0 && piece) {
-        fputs(piece, stdout);
-        fflush(stdout);
-        size_t n = strlen(piece);
-        char *grown = realloc(c->reply, c->reply_len + n + 1);
-        if (grown) {
-            memcpy(grown + c->reply_len, piece, n + 1);
-            c->reply = grown, c->reply_len += n;
-        }
-    }
+    if (lmf_detok_stream_push(&c->ds, tok->token, &piece) == 0 && piece) append_reply(c, piece);
     free(piece);
     return 0;
 }
@@ -54,16 +57,23 @@ static void on_finish(lmf_request *r, lmf_finish why, void *user) {
     ((chat *)user)->done = 1;
 }
 
-/* Generates the assistant's reply to msgs (ending with a user turn) and prints it. */
-static int reply(chat *c, const lmf_message *msgs, int n) {
+/* The prompt ids for msgs (ending with a user turn). */
+static int prompt_ids(chat *c, const lmf_message *msgs, int n, int32_t **ids, int *n_ids) {
     lmf_chat_pieces pieces = {0};
     lmf_template_opts topts = {1};
     int rc = lmf_template_render_generation_prompt(c->tpl, msgs, n, c->system, &topts, &pieces);
+    lmf_encode_options eo = {c->tok, c->tpl, 0, 1, 0, 0, 1};
+    *ids = NULL, *n_ids = 0;
+    if (!rc) rc = lmf_encode_pieces(&eo, &pieces, ids, n_ids);
+    lmf_chat_pieces_free(&pieces);
+    return rc;
+}
+
+/* Generates the assistant's reply to msgs (ending with a user turn) and prints it. */
+static int reply(chat *c, const lmf_message *msgs, int n) {
     int32_t *ids = NULL, *stops = c->stops;
     int n_ids = 0, n_stops = 0;
-    lmf_encode_options eo = {c->tok, c->tpl, 0, 1, 0, 0, 1};
-    if (!rc) rc = lmf_encode_pieces(&eo, &pieces, &ids, &n_ids);
-    lmf_chat_pieces_free(&pieces);
+    int rc = prompt_ids(c, msgs, n, &ids, &n_ids);
     int sw_n;
     const char *const *sw = lmf_template_stop_words(c->tpl, &sw_n);
     for (int i = 0; i < sw_n && n_stops < 7; i++) {
@@ -90,10 +100,28 @@ static int reply(chat *c, const lmf_message *msgs, int n) {
         int active = lmf_engine_step(c->eng);
         if (active < 0) rc = active;
     }
+    char *rest = NULL; /* a character the last token left incomplete (U+FFFD, as HF decodes) */
+    if (!rc && lmf_detok_stream_finish(&c->ds, &rest) == 0 && rest) append_reply(c, rest);
+    free(rest);
     lmf_detok_stream_free(&c->ds);
     free(ids);
     printf("\n");
     return rc;
+}
+
+/* Interactive history that no longer leaves room to answer loses its oldest exchanges (the
+ * last user message always stays; alone too long, the engine refuses it with a message). */
+static int fit_history(chat *c, lmf_message *hist, int *n) {
+    for (;;) {
+        int32_t *ids;
+        int n_ids, rc = prompt_ids(c, hist, *n, &ids, &n_ids);
+        free(ids);
+        if (rc || *n < 3 || n_ids + 16 < c->m->cfg.max_pos) return rc;
+        free((char *)hist[0].content), free((char *)hist[1].content);
+        memmove(hist, hist + 2, sizeof *hist * (size_t)(*n - 2));
+        *n -= 2;
+        fprintf(stderr, "(oldest exchange dropped: the context is full)\n");
+    }
 }
 
 static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts) {
@@ -125,7 +153,7 @@ static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts) {
             printf("user: ");
             fflush(stdout);
             if (!fgets(line, sizeof line, stdin)) break;
-            line[strcspn(line, "\n")] = 0;
+            line[strcspn(line, "\r\n")] = 0;
             if (!strcmp(line, "exit")) break;
             if (!strcmp(line, "clear") || n >= 254) {
                 for (int k = 0; k < n; k++) free((char *)hist[k].content);
@@ -137,7 +165,8 @@ static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts) {
             printf("assistant: ");
         }
         hist[n++] = (lmf_message){"user", lmf_strdup(text)};
-        rc = reply(c, hist, n);
+        rc = fit_history(c, hist, &n);
+        if (!rc) rc = reply(c, hist, n);
         hist[n++] = (lmf_message){"assistant", lmf_strdup(c->reply ? c->reply : "")};
         if (n_prompts)
             for (int k = 0; k < n; k++) free((char *)hist[k].content);

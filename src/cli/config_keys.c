@@ -118,6 +118,20 @@ static const lmf_cfg_key keys[] = {
     {"top_k", I, "50", "0..", "top-k sampling", 0},
     {"repetition_penalty", F, "1.0", "0..10", "repetition penalty", 0},
     {"default_system", S, NULL, NULL, "system prompt used when a conversation has none", 0},
+    /* serving (lmforge api; vLLM's names where it has them) */
+    {"api_key", S, NULL, NULL,
+     "api: require Authorization: Bearer <key> (the API_KEY environment variable wins)", 0},
+    {"kv_cache_bytes", I, NULL, "1..",
+     "api/chat: KV cache pool in bytes (default: max_num_seqs full contexts, at most 1 GiB)", 0},
+    {"kv_block_size", I, "16", "1..1024", "api/chat: tokens per KV cache block", 0},
+    {"max_num_seqs", I, "64", "1..4096", "api: sequences decoded together in one batch", 0},
+    {"max_num_batched_tokens", I, "512", "1..",
+     "api: tokens per engine step (prefill chunks + decodes)", 0},
+    {"max_waiting_requests", I, "256", "1..",
+     "api: queued requests past which new ones get 429 with Retry-After", 0},
+    {"enable_prefix_caching", B, "true", NULL,
+     "api: reuse the KV blocks of identical prompt prefixes (shared system prompts)", 0},
+    {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
 };
 
 const lmf_cfg_key *lmf_config_keys(int *n) {

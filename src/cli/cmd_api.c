@@ -1,0 +1,164 @@
+/* lmforge api CFG.yaml [key=value ...]: serves the config's model (and LoRA adapter) over
+ * OpenAI's HTTP API, reading API_HOST, API_PORT, API_KEY and API_MODEL_NAME as LLaMA-Factory's
+ * `llamafactory-cli api` does. The server listens before the model loads (/health says 503
+ * until it is ready); SIGINT or SIGTERM stop accepting, let in-flight requests finish, and
+ * exit 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "lmforge/engine.h"
+#include "lmforge/error.h"
+#include "lmforge/server.h"
+
+enum { DRAIN_SECONDS = 60 };
+
+typedef struct api {
+    lmf_model *m;
+    lmf_lora *lora;
+    lmf_tokenizer *tok;
+    lmf_engine *eng;
+    lmf_server *srv;
+} api;
+
+static const char *env(const char *name) {
+    const char *v = getenv(name);
+    return v && v[0] ? v : NULL;
+}
+
+/* The engine's pool and limits from the config: kv_cache_bytes, or room for max_num_seqs full
+ * contexts capped at 1 GiB, never less than one full context. */
+static int engine_config(const lmf_config *cfg, const lmf_model *m, lmf_engine_config *ec) {
+    lmf_engine_config_defaults(ec);
+    ec->block_size = (int)lmf_config_int(cfg, "kv_block_size");
+    ec->max_running = (int)lmf_config_int(cfg, "max_num_seqs");
+    ec->max_batch_tokens = (int)lmf_config_int(cfg, "max_num_batched_tokens");
+    ec->max_waiting = (int)lmf_config_int(cfg, "max_waiting_requests");
+    ec->prefix_caching = lmf_config_bool(cfg, "enable_prefix_caching");
+    size_t per_block = lmf_kv_bytes_per_block(&m->cfg, ec->block_size);
+    long long ctx_blocks = (m->cfg.max_pos + ec->block_size - 1) / ec->block_size + 1;
+    long long n;
+    if (lmf_config_is_set(cfg, "kv_cache_bytes")) {
+        n = lmf_config_int(cfg, "kv_cache_bytes") / (long long)per_block;
+        if (n < 1)
+            return lmf_errorf(
+                LMF_EINVAL, "%s: kv_cache_bytes %lld is less than one KV block (%zu bytes)",
+                cfg->path, (long long)lmf_config_int(cfg, "kv_cache_bytes"), per_block);
+    } else {
+        n = ctx_blocks * ec->max_running;
+        if (n * (long long)per_block > (1ll << 30)) n = (1ll << 30) / (long long)per_block;
+        if (n < ctx_blocks) n = ctx_blocks;
+    }
+    if (n > (1 << 30)) n = 1 << 30;
+    ec->n_blocks = (int)n;
+    printf("KV cache: %d blocks x %d tokens = %lld tokens, %.1f MiB (%zu bytes per block)\n",
+           ec->n_blocks, ec->block_size, (long long)ec->n_blocks * ec->block_size,
+           (double)per_block * ec->n_blocks / (1 << 20), per_block);
+    return 0;
+}
+
+static int server_config(const lmf_config *cfg, lmf_server_config *sc) {
+    lmf_server_config_defaults(sc);
+    if (env("API_HOST")) sc->host = env("API_HOST");
+    if (env("API_PORT")) {
+        long long port;
+        int rc = lmf_cli_int(env("API_PORT"), "API_PORT", 0, 65535, &port);
+        if (rc) return rc;
+        sc->port = (int)port;
+    }
+    sc->api_key = env("API_KEY") ? env("API_KEY") : lmf_config_str(cfg, "api_key");
+    if (env("API_MODEL_NAME")) sc->model_name = env("API_MODEL_NAME");
+    sc->model_path = lmf_config_str(cfg, "model_name_or_path");
+    sc->max_body_bytes = (size_t)lmf_config_int(cfg, "max_request_bytes");
+    sc->default_max_tokens = (int)lmf_config_int(cfg, "max_new_tokens");
+    sc->sampling.temperature = (float)lmf_config_float(cfg, "temperature");
+    sc->sampling.top_p = (float)lmf_config_float(cfg, "top_p");
+    sc->sampling.top_k = (int)lmf_config_int(cfg, "top_k");
+    sc->sampling.repetition_penalty = (float)lmf_config_float(cfg, "repetition_penalty");
+    if (sc->sampling.top_p <= 0)
+        return lmf_errorf(LMF_EINVAL, "%s: top_p must be greater than 0", cfg->path);
+    sc->default_system = lmf_config_str(cfg, "default_system");
+    sc->enable_thinking = lmf_config_bool(cfg, "enable_thinking");
+    return 0;
+}
+
+static int load(api *a, const lmf_config *cfg, const lmf_template **tpl) {
+    const char *path = lmf_config_str(cfg, "model_name_or_path");
+    int rc = lmf_model_load(&a->m, path, lmf_backend_cpu());
+    const char *adapter = lmf_config_str(cfg, "adapter_name_or_path");
+    if (!rc && adapter) {
+        rc = lmf_lora_load(&a->lora, a->m, adapter);
+        if (!rc) a->m->lora = a->lora;
+    }
+    if (!rc) rc = lmf_tokenizer_load(&a->tok, path);
+    const char *name = lmf_config_str(cfg, "template");
+    *tpl = NULL;
+    if (!rc && name && !(*tpl = lmf_template_find(name)))
+        rc = lmf_error_prefix(LMF_EINVAL, "%s: template", cfg->path);
+    if (!rc && !name)
+        fprintf(stderr, "lmforge api: no `template` in %s: /v1/chat/completions is disabled\n",
+                cfg->path);
+    return rc;
+}
+
+static int serve(api *a, const lmf_config *cfg) {
+    lmf_server_config sc;
+    int rc = server_config(cfg, &sc);
+    /* Every thread started from here on inherits the blocked signals; sigwait takes them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (!rc) rc = lmf_server_start(&a->srv, &sc);
+    if (rc) return rc;
+    printf("lmforge api: listening on http://%s:%d (model %s)%s\n", sc.host, sc.port, sc.model_name,
+           sc.api_key && sc.api_key[0] ? ", API key required" : "");
+    fflush(stdout);
+    const lmf_template *tpl = NULL;
+    lmf_engine_config ec;
+    rc = load(a, cfg, &tpl);
+    if (!rc) rc = engine_config(cfg, a->m, &ec);
+    if (!rc) rc = lmf_engine_create(&a->eng, a->m, &ec);
+    if (!rc) rc = lmf_server_ready(a->srv, a->m, a->tok, tpl, a->eng);
+    if (rc) return rc;
+    printf("lmforge api: ready\n");
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    printf("lmforge api: %s: finishing in-flight requests, then exiting\n",
+           sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fflush(stdout);
+    lmf_server_shutdown(a->srv, DRAIN_SECONDS);
+    return 0;
+}
+
+int lmf_cmd_api(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fprintf(argc < 2 ? stderr : stdout,
+                "usage: lmforge api CONFIG.yaml [key=value ...]\n\n"
+                "Serves the config's model over OpenAI's API. Environment: API_HOST (127.0.0.1),\n"
+                "API_PORT (8000), API_KEY (or the api_key key), API_MODEL_NAME (gpt-3.5-turbo).\n");
+        return argc < 2 ? 2 : 0;
+    }
+    lmf_config cfg;
+    int rc = lmf_config_load(&cfg, argv[1], argv + 2, argc - 2);
+    api a = {0};
+    if (!rc) {
+        lmf_cli_threads_from_config(&cfg);
+        if (!lmf_config_str(&cfg, "model_name_or_path"))
+            rc = lmf_errorf(LMF_EINVAL, "%s: model_name_or_path is required", cfg.path);
+        if (!rc) rc = serve(&a, &cfg);
+        lmf_config_free(&cfg);
+    }
+    lmf_server_free(a.srv);
+    lmf_engine_free(a.eng);
+    lmf_lora_free(a.lora);
+    lmf_model_free(a.m);
+    lmf_tokenizer_free(a.tok);
+    return lmf_cli_fail("api", rc);
+}
