@@ -3,14 +3,15 @@ grad norm, and the final trained weights.
 
 usage: compare_train.py --ours-log trainer_log.jsonl --ours-weights FILE.safetensors --ref DIR
                         [--loss-tol 1e-4] [--weight-tol 1e-4] [--norm-tol 1e-4] [--initial FILE.safetensors]
-                        [--min-clipped N --max-grad-norm X]
+                        [--min-clipped N] [--min-unclipped N]
 
 trainer_log.jsonl must hold every step (logging_steps: 1); its numbers have 6 significant digits, so the
 comparison cannot see below ~5e-6 relative.  Loss, lr and grad norm: |ours - ref| / |ref| per step (lr 0 must be
 0).  Weights: per tensor max|ours - ref| / max|ref| (the measure of compare.py), every name of the reference
 must be in ours with the same shape.  --initial: also prints how far training moved the weights (per tensor
 max|ref - initial| / max|ref|), to show the tolerance is far below what training changed.  --min-clipped: at
-least N steps had a reference grad norm above --max-grad-norm, i.e. clipping acted.
+least N steps had a reference grad norm above max_grad_norm, i.e. clipping acted; --min-unclipped: at least N
+did not (on a clipped step the gradients' overall scale cannot show in the weights, only in the grad norm).
 Prints the largest errors and exits 1 on any failure.
 """
 import argparse
@@ -32,7 +33,7 @@ def main():
     ap.add_argument("--norm-tol", type=float, default=1e-4)
     ap.add_argument("--initial")
     ap.add_argument("--min-clipped", type=int, default=0)
-    ap.add_argument("--max-grad-norm", type=float, default=0.0)
+    ap.add_argument("--min-unclipped", type=int, default=0)
     args = ap.parse_args()
 
     with open(args.ours_log) as f:
@@ -55,11 +56,12 @@ def main():
     print(f"{len(ref)} steps: loss {ref[0]['loss']:.6f} -> {ref[-1]['loss']:.6f}")
     for key, (e, s) in worst.items():
         print(f"max rel error of {key:9s} {e:.3e} (step {s}), tolerance {tol[key]:.0e}")
-    clipped = sum(r["grad_norm"] > args.max_grad_norm for r in ref) if args.max_grad_norm > 0 else 0
-    if args.max_grad_norm > 0:
-        print(f"grad norm above max_grad_norm {args.max_grad_norm:g} (clipped) on {clipped} of {len(ref)} steps")
+    clipped = sum(r["clipped"] for r in ref)
+    print(f"grad norm above max_grad_norm (clipped) on {clipped} of {len(ref)} steps")
     if clipped < args.min_clipped:
         failures.append(f"clipping acted on {clipped} steps, fewer than {args.min_clipped}")
+    if len(ref) - clipped < args.min_unclipped:
+        failures.append(f"clipping left {len(ref) - clipped} steps alone, fewer than {args.min_unclipped}")
 
     ow, rw = load_file(args.ours_weights), load_file(f"{args.ref}/weights.safetensors")
     init = load_file(args.initial) if args.initial else None

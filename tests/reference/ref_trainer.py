@@ -28,7 +28,8 @@ else is computed here by torch:
 --perturb puts a deliberate error in the reference (for the test's negative check): decay-all also decays
 norms and biases; lr multiplies the learning rate by 1.002.
 
-Writes DIR/steps.json ([{step, loss, lr, grad_norm}] per optimizer step; lr is the one the step used) and
+Writes DIR/steps.json ([{step, loss, lr, grad_norm, clipped, targets}] per optimizer step; lr is the one the
+step used, grad_norm the norm before clipping, clipped whether it exceeded max_grad_norm) and
 DIR/weights.safetensors: the trained LoRA weights named as in adapter_model.safetensors, or every model
 parameter named as in model.safetensors (float32).
 """
@@ -196,7 +197,7 @@ def main():
         opt.step()
         sched.step()
         log.append({"step": step + 1, "loss": loss_sum / count if count else 0.0, "lr": step_lr,
-                    "grad_norm": float(gnorm), "targets": count})
+                    "grad_norm": float(gnorm), "clipped": float(gnorm) > hp["max_grad_norm"], "targets": count})
 
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "steps.json"), "w") as f:
@@ -205,7 +206,7 @@ def main():
     save_file({k: v.detach().float().contiguous() for k, v in state().items()},
               os.path.join(args.out, "weights.safetensors"))
     print(f"{ftype}: {total} steps, loss {log[0]['loss']:.6f} -> {log[-1]['loss']:.6f}, "
-          f"{len(trainable)} trainable tensors, clipped on {sum(r['grad_norm'] > hp['max_grad_norm'] for r in log)} steps")
+          f"{len(trainable)} trainable tensors, clipped on {sum(r['clipped'] for r in log)} steps")
 
 
 if __name__ == "__main__":
