@@ -91,6 +91,9 @@ check "(a) lmforge train: LoRA SFT from the peft adapter" train lora
 grep -q "cut to cutoff_len 48" lora.log && ! grep -q " 0 cut to cutoff_len" lora.log ||
     { echo "FAIL (a): no example was truncated by cutoff_len"; fail=$((fail + 1)); }
 check "(a) batches: right-padded, unpacked" batches_have lora.batches.jsonl padding no-packing
+# lmforge must continue init_lora, not a fresh adapter (B = 0, the YAML's default rank 8): the step-1
+# loss below already tells, the rank and alpha it saved say so directly.
+check "(a) the adapter trained is init_lora's (r 4, alpha 16)" "$LMF_PY" -c "import json, sys; c = json.load(open('lora/adapter_config.json')); print(c['r'], c['lora_alpha']); sys.exit(0 if (c['r'], c['lora_alpha']) == (4, 16) else 1)"
 check "(a) reference trainer (peft)" "$LMF_PY" "$REF/ref_trainer.py" --config lora.yaml --batches lora.batches.jsonl --out ref_lora
 check "(a) LoRA: per-step loss and final adapter == reference" compare lora adapter_model.safetensors init_lora/adapter_model.safetensors
 cat "$WORK/out.txt"
