@@ -3,7 +3,7 @@
 usage: make_hf_model.py --arch llama|qwen2|qwen3|mistral --out DIR [--tied] [--gqa]
                         [--rope-scaling llama3|linear] [--seed N]
        make_hf_model.py --adapter-for DIR --out ADIR [--r 4] [--alpha 8]
-                        [--targets q_proj,v_proj,down_proj] [--seed N]
+                        [--targets q_proj,v_proj,down_proj] [--seed N] [--b-std 0.2]
 
 Model: hidden 64, 2 layers, 4 heads, 2 kv heads with --gqa else 4, intermediate 96, vocab 128,
 rms_norm_eps 1e-5, rope_theta 10000, max_position_embeddings 256; qwen3 has head_dim 24 (!= 64/4).
@@ -14,7 +14,7 @@ rope scaling: llama3 = {factor 8, low_freq_factor 1, high_freq_factor 4, origina
 (with head_dim 16 this covers all three frequency bands); linear = {factor 2}.  Not for mistral
 (transformers 4.46 ignores rope_scaling there).
 Adapter: peft get_peft_model(LoraConfig(r, alpha, targets, dropout 0, bias none, CAUSAL_LM)), lora_B set
-to N(0, 0.2^2) so that lora_A gets non-zero gradients, saved with save_pretrained (safetensors).
+to N(0, b_std^2) (default 0.2) so that lora_A gets non-zero gradients, saved with save_pretrained (safetensors).
 """
 import argparse
 import math
@@ -89,7 +89,7 @@ def make_adapter(args):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+                p.copy_(args.b_std * torch.randn(p.shape, generator=gen))
     model.create_or_update_model_card = lambda _dir: None  # the README model card needs Jinja2; not wanted
     model.save_pretrained(args.out, safe_serialization=True, save_embedding_layers=False)
 
@@ -106,6 +106,7 @@ def main():
     ap.add_argument("--r", type=int, default=4)
     ap.add_argument("--alpha", type=float, default=8)
     ap.add_argument("--targets", default="q_proj,v_proj,down_proj")
+    ap.add_argument("--b-std", type=float, default=0.2)
     args = ap.parse_args()
     if bool(args.arch) == bool(args.adapter_for):
         ap.error("give exactly one of --arch or --adapter-for")
