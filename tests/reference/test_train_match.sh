@@ -123,4 +123,19 @@ PY
 check "trained adapter: lmforge logits" "$TOOL" grads --model model --adapter lora --batch row.json --out ours_row.st
 check "trained adapter: PeftModel.from_pretrained logits" "$LMF_PY" "$REF/hf_ref.py" --model model --adapter lora --batch row.json --out ref_row.st
 check "trained adapter: logits == peft (1e-4)" "$LMF_PY" "$REF/compare.py" ours_row.st ref_row.st --loss-tol 1e-4 --logits-tol 1e-4 --grad-tol 1e-3
+# The merged export in transformers gives the logits of base + adapter in lmforge.
+printf 'model_name_or_path: model\nadapter_name_or_path: lora\nfinetuning_type: lora\nexport_dir: merged\n' > merge.yaml
+check "lmforge export merges the trained adapter" "$LMF" export merge.yaml
+check "merged model: transformers logits" "$LMF_PY" "$REF/hf_ref.py" --model merged --batch row.json --out ref_merged.st
+merged_logits() {
+    "$LMF_PY" - <<'PY'
+import sys
+from safetensors.torch import load_file
+o, r = load_file("ours_row.st")["logits"].double(), load_file("ref_merged.st")["logits"].double()
+rel = ((o - r).abs().max() / r.abs().max()).item()
+print(f"merged export logits vs lmforge base + adapter: max rel {rel:.2e}")
+sys.exit(0 if rel <= 1e-4 else 1)
+PY
+}
+check "merged export: transformers logits == lmforge base + adapter (1e-4)" merged_logits
 finish
