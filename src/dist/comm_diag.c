@@ -119,10 +119,13 @@ _Noreturn void comm_timeout_abort(lmf_comm_req *r, double waited) {
         if (a->state == DIAG_IDLE)
             add(msg, sizeof msg, "; rank %d is not in a collective (between calls)",
                 c->world_ranks[i]);
+        else if (a->state == DIAG_TIMED_OUT)
+            add(msg, sizeof msg, "; rank %d also timed out in %s #%lld on \"%s\"%s",
+                c->world_ranks[i], comm_op_name(a->op), (long long)a->seq, a->comm,
+                same ? "" : " (a different collective: mismatched order across ranks)");
         else
-            add(msg, sizeof msg, "; rank %d %s %s #%lld on \"%s\" for %.1f s%s", c->world_ranks[i],
-                a->state == DIAG_TIMED_OUT ? "timed out in" : "waits in", comm_op_name(a->op),
-                (long long)a->seq, a->comm, a->since_s,
+            add(msg, sizeof msg, "; rank %d waits in %s #%lld on \"%s\" for %.1f s%s",
+                c->world_ranks[i], comm_op_name(a->op), (long long)a->seq, a->comm, a->since_s,
                 same ? "" : " (a different collective: mismatched order across ranks)");
     }
     fprintf(stderr, "%s\n", msg);
