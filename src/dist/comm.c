@@ -56,12 +56,23 @@ static int fill_topology(lmf_comm *c) {
     return 0;
 }
 
+/* The bf16 sum inside MPI's reduction: a + b in f32, rounded to nearest even (NaN kept quiet),
+ * the same as lmf_f32_to_bf16(lmf_bf16_to_f32(a) + lmf_bf16_to_f32(b)) but written inline with
+ * bit operations so that the compiler vectorises it (the per-element calls cost 2x the wire). */
 static void bf16_sum_fn(void *in, void *inout, int *len, MPI_Datatype *dt) {
     (void)dt;
     const uint16_t *a = in;
     uint16_t *b = inout;
-    for (int i = 0; i < *len; i++)
-        b[i] = lmf_f32_to_bf16(lmf_bf16_to_f32(a[i]) + lmf_bf16_to_f32(b[i]));
+    for (int i = 0; i < *len; i++) {
+        uint32_t ua = (uint32_t)a[i] << 16, ub = (uint32_t)b[i] << 16, u;
+        float fa, fb, s;
+        memcpy(&fa, &ua, 4);
+        memcpy(&fb, &ub, 4);
+        s = fa + fb;
+        memcpy(&u, &s, 4);
+        uint32_t r = (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+        b[i] = (uint16_t)((u & 0x7fffffff) > 0x7f800000 ? (u >> 16) | 0x40 : r);
+    }
 }
 
 static lmf_comm *comm_new(const char *name, double timeout_s) {
