@@ -44,5 +44,25 @@ for mode in stuck kill; do
     grep -q -- "$want" "$out" || { echo "FAIL: no '$want' in the output"; cat "$out"; fail=1; }
     "$NC" reap >/dev/null 2>&1
 done
+# 3. the second node's cable cut mid-run: mpirun's daemon keepalive (--fail-fast) must end the
+# job, naming the node. ddp_timeout (20 s) is above the keepalive's detection time (~11 s): a
+# shorter one makes the ranks abort first, and OpenMPI 4.1's mpirun then hangs in its teardown
+# trying to reach the lost daemon (docs/distributed.md).
+start=$(date +%s.%N)
+timeout -k 5 60 "$NC" mpirun --fail-fast -np 4 "$B/tests/comm_fault" loop 3 20 >"$out" 2>&1 &
+job=$!
+sleep 2
+"$NC" fault 1 >/dev/null 2>&1
+cut=$(date +%s.%N)
+wait $job
+rc=$?
+el=$(echo "$(date +%s.%N) - $cut" | bc)
+echo "2 nodes, node1's cable cut: exit $rc, $el s after the cut"
+grep -E "^lmforge:|lost communication|Remote daemon" "$out" | sed 's/^/    /'
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: exit $rc"; cat "$out"; fail=1; }
+[ "$(echo "$el > 25" | bc)" = 0 ] || { echo "FAIL: took $el s after the cut (bound 25 s)"; fail=1; }
+grep -q "${NETNS_CLUSTER_PREFIX}node1" "$out" || { echo "FAIL: node1 not named"; cat "$out"; fail=1; }
+"$NC" heal 1 >/dev/null 2>&1
+"$NC" reap >/dev/null 2>&1
 [ $fail -eq 0 ] && echo "test_comm_multinode: all cases passed"
 exit $fail
