@@ -1,5 +1,4 @@
 /* lmforge env: what this build is and what it runs on (for bug reports and our own checks). */
-#include <mpi.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +6,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "lmforge/comm.h"
 #include "lmforge/core.h"
+#include "lmforge/launch_env.h"
 #include "lmforge/tensor.h"
 
 static void cpu_features(char *out, size_t n) {
@@ -38,24 +39,42 @@ static void cpu_features(char *out, size_t n) {
     if (!got_flags) snprintf(out, n, "%s", model);
 }
 
+static void print_launch(const lmf_launch_env *e, int rc) {
+    static const char *how[] = {
+        "none (a single process; mpirun, srun or NPROC_PER_NODE start more)",
+        "mpirun (OMPI_COMM_WORLD_*)", "srun (SLURM_PROCID, SLURM_NTASKS)", "PMI/PMIx launcher",
+        "torchrun-style variables"};
+    printf("launch:       %s\n", how[e->kind]);
+    if (e->world_size >= 0 || e->rank >= 0) {
+        printf("world:        rank %d of %d", e->rank, e->world_size);
+        if (e->local_rank >= 0) printf(", local rank %d", e->local_rank);
+        if (e->local_size >= 0) printf(" of %d on this node", e->local_size);
+        printf("\n");
+    }
+    if (e->nnodes >= 0 || e->node_rank >= 0 || e->master_addr[0] || e->nproc_per_node >= 0)
+        printf("torchrun env: NNODES=%d NODE_RANK=%d NPROC_PER_NODE=%d MASTER_ADDR=%s "
+               "MASTER_PORT=%d (-1: unset)\n",
+               e->nnodes, e->node_rank, e->nproc_per_node,
+               e->master_addr[0] ? e->master_addr : "(unset)", e->master_port);
+    if (rc) printf("launch error: %s\n", lmf_last_error());
+}
+
 int lmf_cmd_env(int argc, char **argv) {
     (void)argc;
     (void)argv;
     lmf_cli_threads(0);
-    char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = "";
-    int len = 0;
-    MPI_Get_library_version(mpi, &len);
-    mpi[strcspn(mpi, "\n,")] = 0;
+    char mpi[256];
+    lmf_comm_library_version(mpi, sizeof mpi);
+    lmf_launch_env le;
+    int le_rc = lmf_launch_detect(&le);
     char cpu[1024];
     cpu_features(cpu, sizeof cpu);
     printf("lmforge:      %s\n", LMF_VERSION);
     printf("build:        %s, %s%s, gcc %s\n", LMF_BUILD_TYPE, LMF_BUILD_FLAGS,
            LMF_BUILD_SANITIZE ? " + ASan/UBSan" : "", __VERSION__);
     printf("GEMM:         %s\n", lmf_gemm_library());
-    printf("MPI:          %s (launch: %s)\n", mpi,
-           getenv("OMPI_COMM_WORLD_SIZE") ? "under mpirun"
-           : getenv("SLURM_PROCID")       ? "under srun"
-                                          : "single process");
+    printf("MPI:          %s\n", mpi);
+    print_launch(&le, le_rc);
     printf("CPU:          %s\n", cpu);
     printf("cores:        %ld online\n", sysconf(_SC_NPROCESSORS_ONLN));
     printf(
