@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "lmforge/comm.h"
 #include "lmforge/dataset.h"
 
 typedef struct lmf_train_options {
@@ -41,6 +42,12 @@ typedef struct lmf_train_options {
     int save_steps, save_total_limit, save_only_model;
     const char
         *resume_from_checkpoint; /* a checkpoint folder, "true" (newest in output_dir), NULL */
+    /* Data parallelism (DDP): every rank of comm runs lmf_train_run with the same options;
+     * each takes its shard of every global batch, gradients are summed in buckets of
+     * ddp_bucket_bytes (0: 25 MiB) overlapped with backward, and rank 0 alone logs and
+     * writes. NULL: one process. */
+    lmf_comm *comm;
+    size_t ddp_bucket_bytes;
 } lmf_train_options;
 
 /* Runs the whole training (or, with do_train 0 and do_eval 1, an evaluation); the message of

@@ -25,5 +25,8 @@ void lmf_cli_threads(long long n);
 struct lmf_config;
 /* The same from a config's `threads` key. */
 void lmf_cli_threads_from_config(const struct lmf_config *c);
+/* nproc_per_node / NPROC_PER_NODE > 1 outside a launcher: re-executes `lmforge train` under
+ * mpirun (does not return on success). 0: run here as this process's rank. (launch.c) */
+int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv);
 
 #endif

@@ -4,6 +4,9 @@
 
 #include "cli.h"
 #include "config.h"
+#include <stdlib.h>
+
+#include "lmforge/comm.h"
 #include "lmforge/error.h"
 #include "lmforge/trainer.h"
 
@@ -27,7 +30,15 @@ int lmf_cmd_train(int argc, char **argv) {
     lmf_config c;
     int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
     if (rc) return lmf_cli_fail("train", rc);
-    if (!(rc = refuse_unavailable(&c))) {
+    lmf_comm *comm = NULL;
+    if (!(rc = refuse_unavailable(&c))) rc = lmf_cli_launch_ranks(&c, argc, argv);
+    if (!rc) {
+        lmf_comm_options co = {(double)lmf_config_int(&c, "ddp_timeout"), 0};
+        rc = lmf_comm_init(&comm, &co);
+    }
+    if (!rc) {
+        /* Ranks other than 0 keep quiet unless something is wrong. */
+        if (lmf_comm_rank(comm) != 0 && !getenv("LMF_LOG")) setenv("LMF_LOG", "warn", 1);
         lmf_cli_threads_from_config(&c);
         const char *stage = lmf_config_str(&c, "stage");
         int rank = (int)lmf_config_int(&c, "lora_rank");
@@ -91,10 +102,13 @@ int lmf_cmd_train(int argc, char **argv) {
                                     : 0,
             .save_only_model = lmf_config_bool(&c, "save_only_model"),
             .resume_from_checkpoint = lmf_config_str(&c, "resume_from_checkpoint"),
+            .comm = lmf_comm_size(comm) > 1 ? comm : NULL,
+            .ddp_bucket_bytes = (size_t)lmf_config_int(&c, "ddp_bucket_cap_mb") << 20,
         };
         rc = lmf_train_run(&o);
         if (rc) lmf_error_prefix(rc, "%s", c.path);
     }
     lmf_config_free(&c);
+    if (comm) lmf_comm_free(comm);
     return lmf_cli_fail("train", rc);
 }

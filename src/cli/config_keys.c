@@ -102,6 +102,9 @@ static const lmf_cfg_key keys[] = {
      "evaluate every N steps (eval_strategy steps); default logging_steps", 0},
     {"eval_strategy", S, "no", "no|steps|epoch", "when evaluation runs", 0},
     {"ddp_timeout", I, "1800", "1..", "seconds before a stuck rank fails the job", 0},
+    {"nproc_per_node", I, "1", "1..4096",
+     "ranks on this node: > 1 re-runs the command under mpirun (also NPROC_PER_NODE)", 0},
+    {"ddp_bucket_cap_mb", I, "25", "1..", "DDP: gradient bucket size in MB", 0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",
      0},
     /* export */

@@ -97,7 +97,8 @@ static int setup_model(trainer *t) {
 
 static int64_t steps_per_epoch(const trainer *t) {
     const lmf_train_options *o = t->o;
-    int64_t batches = (t->train.n + o->batch_size - 1) / o->batch_size;
+    int64_t rows = (t->train.n + t->world - 1) / t->world; /* this rank's share */
+    int64_t batches = (rows + o->batch_size - 1) / o->batch_size;
     return batches / o->grad_accum > 0 ? batches / o->grad_accum : 1;
 }
 
@@ -114,9 +115,15 @@ static int setup_groups(trainer *t) {
     int rc = 0;
     if (t->lora) {
         param_group *g = &t->groups[t->n_groups++];
-        *g = (param_group){
-            t->lora->params, t->lora->grads, t->lora->numel, malloc(sizeof *g->segs), 1, {0},
-            "optimizer.bin"};
+        *g = (param_group){t->lora->params,
+                           t->lora->grads,
+                           t->lora->numel,
+                           malloc(sizeof *g->segs),
+                           1,
+                           {0},
+                           "optimizer.bin",
+                           NULL,
+                           NULL};
         if (!g->segs) return lmf_errorf(LMF_ENOMEM, "out of memory");
         g->segs[0] = (lmf_opt_segment){0, t->lora->numel, 1};
     }
@@ -128,19 +135,44 @@ static int setup_groups(trainer *t) {
                            NULL,
                            0,
                            {0},
-                           t->lora ? "optimizer_modules.bin" : "optimizer.bin"};
+                           t->lora ? "optimizer_modules.bin" : "optimizer.bin",
+                           NULL,
+                           NULL};
         rc = lmf_opt_segments_from_params(t->m->table, t->m->n_params, t->m->trainable, &g->segs,
                                           &g->n_segs);
     }
     for (int i = 0; i < t->n_groups && !rc; i++)
         rc = lmf_adamw_init(&t->groups[i].opt, t->groups[i].numel, o->beta1, o->beta2, o->eps,
                             o->weight_decay);
+    for (int i = 0; i < t->n_groups && !rc && t->world > 1; i++) {
+        param_group *g = &t->groups[i];
+        lmf_ddp_range *r = malloc(sizeof *r * (size_t)(g->n_segs + 1));
+        if (!r) return lmf_errorf(LMF_ENOMEM, "out of memory");
+        for (int k = 0; k < g->n_segs; k++)
+            r[k] = (lmf_ddp_range){g->segs[k].offset, g->segs[k].numel};
+        rc = lmf_ddp_create(&g->ddp, t->comm, g->grads, r, g->n_segs, o->ddp_bucket_bytes);
+        free(r);
+        /* Where each layer's tensors start, for the backward hook (layers are contiguous and
+         * ascending in both the model's and the adapter's tables). */
+        const lmf_param *tab = g->params == t->m->params ? t->m->table : t->lora->table;
+        int n = g->params == t->m->params ? t->m->n_params : t->lora->n_params,
+            L = t->m->cfg.layers;
+        g->layer_start = malloc(sizeof(int) * (size_t)(L + 1));
+        if (!rc && !g->layer_start) rc = lmf_errorf(LMF_ENOMEM, "out of memory");
+        for (int l = 0; l <= L && !rc; l++) g->layer_start[l] = -1;
+        for (int k = 0; k < n && !rc; k++) {
+            int l = tab[k].layer;
+            if (l >= 0 && g->layer_start[l] < 0) g->layer_start[l] = (int)tab[k].offset;
+        }
+    }
     return rc;
 }
 
 static void free_groups(trainer *t) {
     for (int i = 0; i < t->n_groups; i++) {
         free(t->groups[i].segs);
+        free(t->groups[i].layer_start);
+        lmf_ddp_free(t->groups[i].ddp);
         lmf_adamw_free(&t->groups[i].opt);
     }
     t->n_groups = 0;
@@ -164,8 +196,11 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
                    t->groups[g].segs[k].numel * sizeof(float));
     int64_t step_targets = 0;
     double loss_sum = 0;
+    int64_t tok_step = 0;
     for (int a = 0; a < o->grad_accum; a++) {
         int64_t idx[1024], tokens, nt = 0;
+        int sync = t->world > 1 && a == o->grad_accum - 1; /* no communication before */
+        for (int g = 0; g < t->n_groups && sync; g++) lmf_ddp_begin(t->groups[g].ddp);
         for (int i = 0; i < o->batch_size; i++) idx[i] = lmf_sampler_next(smp, NULL);
         lmf_batch b;
         step_targets += trainer_fill_batch(t, &t->train, idx, o->batch_size, &b, &tokens);
@@ -176,11 +211,22 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
         double mean = 0;
         int rc = lmf_model_forward(t->m, &b, 1, &mean, &nt, NULL, NULL);
         if (!rc) rc = lmf_model_backward(t->m);
+        for (int g = 0; g < t->n_groups && sync && !rc; g++) rc = lmf_ddp_finish(t->groups[g].ddp);
         if (rc) return rc;
         loss_sum += mean * (double)nt;
-        t->tokens += tokens;
-        t->consumed += o->batch_size;
+        tok_step += tokens;
+        t->consumed += (int64_t)o->batch_size * t->world;
     }
+    if (t->world > 1) { /* the step's loss, targets and tokens over all ranks */
+        float v[5] = {(float)loss_sum, (float)(step_targets >> 16), (float)(step_targets & 0xffff),
+                      (float)(tok_step >> 16), (float)(tok_step & 0xffff)};
+        int rc = lmf_comm_allreduce(t->comm, v, 5, LMF_F32, LMF_REDUCE_SUM);
+        if (rc) return rc;
+        loss_sum = v[0];
+        step_targets = ((int64_t)v[1] << 16) + (int64_t)v[2];
+        tok_step = ((int64_t)v[3] << 16) + (int64_t)v[4];
+    }
+    t->tokens += tok_step;
     float inv = step_targets ? (float)(1.0 / (double)step_targets) : 0.0f;
     lmf_grad_group gg[2];
     for (int g = 0; g < t->n_groups; g++) {
@@ -284,7 +330,7 @@ static int train_loop(trainer *t) {
     lmf_sampler sampler = {0};
     int64_t warm = lmf_warmup_steps(o->warmup_steps, o->warmup_ratio, t->total);
     if (!rc) rc = lmf_schedule_init(&sched, o->scheduler, o->learning_rate, t->total, warm, 0);
-    if (!rc) rc = lmf_sampler_init(&sampler, t->train.n, 1, 0, o->seed, 1);
+    if (!rc) rc = lmf_sampler_init(&sampler, t->train.n, t->world, t->rank, o->seed, 1);
     if (!rc && t->resume_dir) {
         rc = trainer_load_checkpoint(t, t->resume_dir, &sampler);
         if (!rc)
@@ -292,7 +338,18 @@ static int train_loop(trainer *t) {
                      t->resume_dir, (long long)t->step, (long long)t->total, epoch_of(t),
                      lmf_schedule_lr(&sched, t->step));
     }
-    if (!rc) rc = train_log_open(&t->log, o->output_dir, t->resume_dir, t->step);
+    if (!rc && t->rank == 0) rc = train_log_open(&t->log, o->output_dir, t->resume_dir, t->step);
+    if (!rc && t->world > 1) {
+        size_t bytes = 0;
+        int buckets = 0;
+        for (int g = 0; g < t->n_groups; g++)
+            bytes += lmf_ddp_bytes(t->groups[g].ddp), buckets += lmf_ddp_buckets(t->groups[g].ddp);
+        lmf_info("distributed (DDP): %d ranks x %d threads, effective batch %d = %d per device x "
+                 "%d accumulation x %d ranks; gradients in %d buckets, %.2f MB all-reduced per "
+                 "step",
+                 t->world, lmf_threads_get(), o->batch_size * o->grad_accum * t->world,
+                 o->batch_size, o->grad_accum, t->world, buckets, (double)bytes / 1e6);
+    }
     if (!rc)
         lmf_info("training: %lld steps (%lld per epoch), batch %d x accumulation %d, %s, %zu "
                  "trainable parameters",
@@ -314,25 +371,31 @@ static int train_loop(trainer *t) {
             int64_t k = t->step % o->logging_steps ? t->step % o->logging_steps : o->logging_steps;
             rep.loss = t->loss_acc / (double)k;
             t->loss_acc = 0;
-            train_log_step(&t->log, &rep);
-        } else {
+            if (t->rank == 0) train_log_step(&t->log, &rep);
+        } else if (t->rank == 0) {
             train_log_progress(&t->log, &rep);
         }
         int epoch_end = t->step % per_epoch == 0;
         int eval_now = !strcmp(o->eval_strategy, "steps")   ? t->step % o->eval_steps == 0
                        : !strcmp(o->eval_strategy, "epoch") ? epoch_end
                                                             : 0;
-        if (eval_now) {
+        if (eval_now && t->rank == 0) { /* the others go on to the next step's collectives */
             if ((rc = run_eval(t, &ev))) break;
             last_eval = t->step, have_eval = 1;
         }
         int save = !strcmp(o->save_strategy, "steps")   ? t->step % o->save_steps == 0
                    : !strcmp(o->save_strategy, "epoch") ? epoch_end
                                                         : 0;
-        if (save && t->step < t->total) rc = trainer_save_checkpoint(t, &sampler);
+        if (save && t->step < t->total && t->rank == 0) rc = trainer_save_checkpoint(t, &sampler);
     }
     t->m->loss_denom = 0;
     double runtime = lmf_time_sec() - t0;
+    if (t->rank != 0) { /* rank 0 alone writes; the others wait for it */
+        if (!rc && t->world > 1) rc = lmf_comm_barrier(t->comm);
+        free_groups(t);
+        lmf_sampler_free(&sampler);
+        return rc;
+    }
     if (!rc && o->do_eval && last_eval != t->step) {
         rc = run_eval(t, &ev);
         have_eval = !rc;
@@ -352,7 +415,8 @@ static int train_loop(trainer *t) {
         cJSON_AddNumberToObject(m, "train_loss", t->loss_total / (double)t->step);
         cJSON_AddNumberToObject(m, "train_runtime", runtime);
         cJSON_AddNumberToObject(m, "train_samples_per_second",
-                                (double)(steps_run * o->batch_size * o->grad_accum) / runtime);
+                                (double)(steps_run * o->batch_size * o->grad_accum * t->world) /
+                                    runtime);
         cJSON_AddNumberToObject(m, "train_steps_per_second", (double)steps_run / runtime);
         cJSON_AddNumberToObject(m, "train_tokens_per_second",
                                 (double)(t->tokens - tokens0) / runtime);
@@ -362,6 +426,7 @@ static int train_loop(trainer *t) {
         cJSON_Delete(m), cJSON_Delete(e);
     }
     if (!rc) lmf_info("saved to %s (%.1f s)", o->output_dir, runtime);
+    if (!rc && t->world > 1) rc = lmf_comm_barrier(t->comm);
     train_log_close(&t->log);
     free_groups(t);
     lmf_sampler_free(&sampler);
@@ -448,19 +513,29 @@ static int choose_resume(trainer *t) {
 int lmf_train_run(const lmf_train_options *o) {
     int rc = check_options(o);
     if (rc) return rc;
-    trainer t = {.o = o};
+    trainer t = {.o = o, .comm = o->comm, .rank = 0, .world = 1};
+    if (o->comm) t.rank = lmf_comm_rank(o->comm), t.world = lmf_comm_size(o->comm);
     if (o->do_train) rc = choose_resume(&t);
-    if (!rc && o->do_train) rc = lmf_mkdir_p(o->output_dir);
+    /* Every rank has looked at output_dir before rank 0 writes into it. */
+    if (!rc && t.world > 1) rc = lmf_comm_barrier(t.comm);
+    if (!rc && o->do_train && t.rank == 0) rc = lmf_mkdir_p(o->output_dir);
     if (!rc) rc = lmf_tokenizer_load(&t.tok, o->model_dir);
     if (!rc) rc = setup_model(&t);
     if (!rc) {
         t.pad_id = lmf_tokenizer_pad(t.tok) >= 0 ? lmf_tokenizer_pad(t.tok) : 0;
         if (t.pad_id >= t.m->cfg.vocab) t.pad_id = 0;
-        rc = trainer_setup_data(&t);
+        /* With tokenized_path, rank 0 tokenises and writes the cache; the others read it. */
+        int staged = t.world > 1 && o->tokenized_path;
+        if (!staged || t.rank == 0) rc = trainer_setup_data(&t);
+        if (staged) {
+            int brc = lmf_comm_barrier(t.comm);
+            if (!rc) rc = brc;
+            if (!rc && t.rank != 0) rc = trainer_setup_data(&t);
+        }
     }
     if (!rc && o->do_train) {
         rc = train_loop(&t);
-    } else if (!rc) {
+    } else if (!rc && t.rank == 0) {
         rc = eval_only(&t);
     }
     trainer_free_data(&t);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lmforge/ddp.h"
 #include "lmforge/model.h"
 #include "lmforge/optim.h"
 #include "lmforge/preprocess.h"
@@ -57,6 +58,8 @@ typedef struct param_group {
     int n_segs;
     lmf_adamw opt;
     const char *opt_file; /* its state file in checkpoints */
+    lmf_ddp *ddp;         /* gradient buckets when world > 1 */
+    int *layer_start;     /* (layers + 1): float offset where each layer's tensors begin */
 } param_group;
 
 typedef struct trainer {
@@ -70,6 +73,8 @@ typedef struct trainer {
     size_t b_cap;
     char *resume_dir; /* checkpoint to continue from, or NULL */
     train_log log;
+    lmf_comm *comm; /* NULL: one process */
+    int rank, world;
     param_group groups[2];
     int n_groups;
     /* run position, saved in checkpoints */
