@@ -312,9 +312,13 @@ static int schedule(lmf_engine *e) {
         }
         if (!chunk) break;
         e->stepped[n] = r;
-        e->steps[n++] = (lmf_seq_step){
-            r->tokens + r->n_computed,           chunk, r->n_computed, r->table, r->n_table,
-            r->n_computed + chunk == r->n_tokens};
+        e->steps[n++] = (lmf_seq_step){r->tokens + r->n_computed,
+                                       chunk,
+                                       r->n_computed,
+                                       r->table,
+                                       r->n_table,
+                                       r->n_computed + chunk == r->n_tokens,
+                                       r->p.lora};
         budget -= chunk;
     }
     while (budget > 0 && e->n_waiting > 0 && e->n_running < e->c.max_running) {
@@ -329,17 +333,37 @@ static int schedule(lmf_engine *e) {
         remove_at(e->waiting, &e->n_waiting, 0);
         e->running[e->n_running++] = r;
         e->stepped[n] = r;
-        e->steps[n++] = (lmf_seq_step){
-            r->tokens + r->n_computed,           chunk, r->n_computed, r->table, r->n_table,
-            r->n_computed + chunk == r->n_tokens};
+        e->steps[n++] = (lmf_seq_step){r->tokens + r->n_computed,
+                                       chunk,
+                                       r->n_computed,
+                                       r->table,
+                                       r->n_table,
+                                       r->n_computed + chunk == r->n_tokens,
+                                       r->p.lora};
         budget -= chunk;
     }
     return n;
 }
 
+/* Orders the step's sequences by adapter (stable), so the model applies each adapter to one
+ * contiguous run of rows with one pair of GEMMs. */
+static void group_by_adapter(lmf_engine *e, int n) {
+    for (int i = 1; i < n; i++) {
+        lmf_seq_step s = e->steps[i];
+        lmf_request *r = e->stepped[i];
+        int j = i;
+        for (; j > 0 && (uintptr_t)e->steps[j - 1].lora > (uintptr_t)s.lora; j--) {
+            e->steps[j] = e->steps[j - 1];
+            e->stepped[j] = e->stepped[j - 1];
+        }
+        e->steps[j] = s, e->stepped[j] = r;
+    }
+}
+
 int lmf_engine_step(lmf_engine *e) {
     take_incoming(e);
     int n = schedule(e);
+    group_by_adapter(e, n);
     if (n > 0) {
         int rc = lmf_model_step(e->m, &e->kv, e->steps, n, e->logits);
         if (rc) return rc;
