@@ -23,7 +23,10 @@ int lmf_cli_int(const char *s, const char *flag, long long lo, long long hi, lon
 /* Applies --threads N (or OMP_NUM_THREADS, else all cores). */
 void lmf_cli_threads(long long n);
 struct lmf_config;
+struct lmf_model;
 /* The same from a config's `threads` key. */
 void lmf_cli_threads_from_config(const struct lmf_config *c);
+/* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
+int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 
 #endif

@@ -204,12 +204,18 @@ static void remove_at(lmf_request **list, int *n, int i) {
     (*n)--;
 }
 
+/* The hash chain starts from the request's adapter: the same tokens under another adapter have
+ * other keys and values, so their blocks must never be shared. */
+static uint64_t chain_root(const lmf_request *r) {
+    return r->p.lora ? (uint64_t)(uintptr_t)r->p.lora * 0x9E3779B97F4A7C15ull | 1 : 0;
+}
+
 /* Publishes the request's newly completed full blocks under their chain hashes. */
 static void publish_full_blocks(lmf_engine *e, lmf_request *r) {
     int bs = e->c.block_size;
     while (e->c.prefix_caching && r->n_hashed < r->n_computed / bs) {
         int b = r->n_hashed;
-        uint64_t parent = b ? r->hashes[b - 1] : 0;
+        uint64_t parent = b ? r->hashes[b - 1] : chain_root(r);
         r->hashes[b] = lmf_block_hash(parent, r->tokens + (size_t)b * bs, bs);
         lmf_block_publish(&e->bm, r->table[b], r->hashes[b]);
         r->n_hashed++;
@@ -222,7 +228,8 @@ static void reuse_prefix(lmf_engine *e, lmf_request *r) {
     if (!e->c.prefix_caching) return;
     while ((r->n_table + 1) * bs <= r->n_tokens - 1) {
         int b = r->n_table;
-        uint64_t h = lmf_block_hash(b ? r->hashes[b - 1] : 0, r->tokens + (size_t)b * bs, bs);
+        uint64_t h =
+            lmf_block_hash(b ? r->hashes[b - 1] : chain_root(r), r->tokens + (size_t)b * bs, bs);
         int blk = lmf_block_lookup(&e->bm, h);
         if (blk < 0) break;
         r->table[b] = blk;
