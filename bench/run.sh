@@ -11,6 +11,16 @@ export OMP_NUM_THREADS=$THREADS
 echo "== tokenizer encode/decode, one core (target >= 5 MB/s) =="
 OMP_NUM_THREADS=1 "$BUILD/bench/bench_tokenizer" || echo "(tokenizer bench skipped: ../shared/data/tokenizers absent)"
 echo
+echo "== single-stream decode / prefill, llama-110m, $THREADS threads, vs the bandwidth roofline (target >= 90 %) =="
+"$BUILD/bench/bench_decode" --preset llama-110m --threads "$THREADS" --reps "$STEPS"
+echo
+echo "== lmforge api under 1/8/16/32 streaming clients (target: 32 >= 4x 1, and > 16) =="
+SERVE_DIR=$(mktemp -d /tmp/lmf-bench-XXXXXX)
+"$BUILD/lmforge" tokenizer train --corpus data/demo/corpus.txt --vocab-size 400 --out "$SERVE_DIR/tok" > /dev/null
+"$BUILD/lmforge" init-model --arch llama --preset llama-110m --tokenizer "$SERVE_DIR/tok" --out "$SERVE_DIR/m" > /dev/null
+"$PY" bench/bench_serve.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" --seconds 20 | grep -v '^\['
+rm -rf "$SERVE_DIR"
+echo
 echo "== GEMM libraries on our shapes =="
 "$BUILD/bench/bench_gemm" "$THREADS" 1024
 

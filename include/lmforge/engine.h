@@ -40,6 +40,7 @@ typedef struct lmf_request_params {
     const int32_t *stop_ids; /* tokens that end the request (eos is added by the engine) */
     int n_stop_ids;
     int ignore_eos;
+    const lmf_lora *lora; /* the request's adapter (borrowed); NULL: the model's own m->lora */
     lmf_token_cb on_token;
     lmf_finish_cb on_finish;
     void *user;

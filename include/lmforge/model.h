@@ -128,6 +128,7 @@ typedef struct lmf_model {
                           batch mean, so accumulated micro-batches average over all their tokens */
     void *step_block;  /* inference scratch, grown on demand */
     size_t step_bytes;
+    uint16_t *infer_bf16; /* bf16 copy of params read by lmf_model_step (same offsets); NULL: f32 */
 } lmf_model;
 
 /* A batch of B rows of T tokens. labels follow Hugging Face (unshifted, -100 ignored): the
@@ -193,12 +194,18 @@ typedef struct lmf_seq_step {
     const int32_t *table;
     int n_table;
     int want_logits;
+    const lmf_lora *lora; /* this sequence's adapter; NULL: the model's (m->lora, maybe none) */
 } lmf_seq_step;
 
-/* Runs one step for all sequences together (their tokens batched through every GEMM).
- * logits receives (number of sequences with want_logits, V) rows in sequence order. */
+/* Runs one step for all sequences together (their tokens batched through every GEMM; each
+ * sequence's adapter applied to its rows, consecutive sequences sharing an adapter in one
+ * GEMM). logits receives (number of sequences with want_logits, V) rows in sequence order. */
 int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
                    float *logits);
+/* The weight type lmf_model_step reads: LMF_F32 (the parameters themselves) or LMF_BF16 (a bf16
+ * copy made now, half the bytes per token; products accumulate in f32). Inference only: the
+ * copy does not follow later changes of the parameters; call again after changing them. */
+int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t);
 
 /* LoRA */
 int lmf_lora_parse_targets(const char *list, unsigned *targets); /* "q_proj,v_proj" or "all" */

@@ -41,6 +41,11 @@ int lmf_server_ready(lmf_server *s, lmf_model *m, const lmf_tokenizer *tok, cons
                      lmf_engine *e);
 /* Stops accepting connections, waits up to drain_seconds for in-flight requests to complete
  * (streams end normally), then closes the rest and stops the engine thread. */
+/* Serves adapter l (borrowed; it must outlive the server) beside the model under name, as
+ * vLLM's --lora-modules: a request whose `model` is name decodes with l, mixed in the same
+ * batches as the others; the model's own name keeps the base (with m->lora if set). Call
+ * before lmf_server_ready; at most 64 adapters, names distinct from the model's. */
+int lmf_server_add_adapter(lmf_server *s, const char *name, const lmf_lora *l);
 void lmf_server_shutdown(lmf_server *s, double drain_seconds);
 void lmf_server_free(lmf_server *s);
 

@@ -23,10 +23,13 @@ int lmf_cli_int(const char *s, const char *flag, long long lo, long long hi, lon
 /* Applies --threads N (or OMP_NUM_THREADS, else all cores). */
 void lmf_cli_threads(long long n);
 struct lmf_config;
+struct lmf_model;
 /* The same from a config's `threads` key. */
 void lmf_cli_threads_from_config(const struct lmf_config *c);
 /* nproc_per_node / NPROC_PER_NODE > 1 outside a launcher: re-executes `lmforge train` under
  * mpirun (does not return on success). 0: run here as this process's rank. (launch.c) */
 int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv);
+/* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
+int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 
 #endif

@@ -16,9 +16,14 @@
 
 enum { DRAIN_SECONDS = 60 };
 
+enum { MAX_ADAPTERS = 64 };
+
 typedef struct api {
     lmf_model *m;
     lmf_lora *lora;
+    lmf_lora *adapters[MAX_ADAPTERS]; /* lora_modules */
+    char *adapter_names[MAX_ADAPTERS];
+    int n_adapters;
     lmf_tokenizer *tok;
     lmf_engine *eng;
     lmf_server *srv;
@@ -85,6 +90,59 @@ static int server_config(const lmf_config *cfg, lmf_server_config *sc) {
     return 0;
 }
 
+int lmf_cli_apply_infer_dtype(const lmf_config *cfg, lmf_model *m) {
+    const char *t = lmf_config_str(cfg, "infer_dtype");
+    if (!t || !strcmp(t, "auto") || !strcmp(t, "float32")) return 0;
+    if (strcmp(t, "bfloat16"))
+        return lmf_errorf(LMF_EINVAL, "%s: infer_dtype \"%s\": expected auto, float32 or bfloat16",
+                          cfg->path, t);
+    return lmf_model_set_infer_dtype(m, LMF_BF16);
+}
+
+/* lora_modules: "name=path,name2=path2", each adapter loaded on the base without merging. */
+static int load_lora_modules(api *a, const lmf_config *cfg) {
+    const char *spec = lmf_config_str(cfg, "lora_modules");
+    if (!spec || !spec[0]) return 0;
+    char *list = lmf_strdup(spec), *save = NULL;
+    int rc = list ? 0 : lmf_errorf(LMF_ENOMEM, "out of memory");
+    for (char *item = list ? strtok_r(list, ",", &save) : NULL; item && !rc;
+         item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq || eq == item || !eq[1]) {
+            rc = lmf_errorf(LMF_EINVAL, "%s: lora_modules: \"%s\" is not name=path", cfg->path,
+                            item);
+            break;
+        }
+        *eq = 0;
+        for (int i = 0; i < a->n_adapters; i++)
+            if (!strcmp(a->adapter_names[i], item))
+                rc = lmf_errorf(LMF_EINVAL, "%s: lora_modules: the name \"%s\" is given twice",
+                                cfg->path, item);
+        if (!rc && a->n_adapters == MAX_ADAPTERS)
+            rc = lmf_errorf(LMF_EINVAL, "%s: lora_modules: more than %d adapters", cfg->path,
+                            MAX_ADAPTERS);
+        if (rc) break;
+        lmf_lora *l = NULL;
+        if ((rc = lmf_lora_load(&l, a->m, eq + 1))) {
+            rc = lmf_error_prefix(rc, "%s: lora_modules: %s", cfg->path, item);
+            break;
+        }
+        if (l->modules_to_save[0]) {
+            rc = lmf_errorf(LMF_EINVAL,
+                            "%s: lora_modules: %s has modules_to_save (%s), which replace base "
+                            "weights for every request; serve it alone with adapter_name_or_path",
+                            cfg->path, item, l->modules_to_save);
+            lmf_lora_free(l);
+            break;
+        }
+        a->adapters[a->n_adapters] = l;
+        a->adapter_names[a->n_adapters++] = lmf_strdup(item);
+        printf("lmforge api: adapter %s (r %d) from %s\n", item, l->r, eq + 1);
+    }
+    free(list);
+    return rc;
+}
+
 static int load(api *a, const lmf_config *cfg, const lmf_template **tpl) {
     const char *path = lmf_config_str(cfg, "model_name_or_path");
     int rc = lmf_model_load(&a->m, path, lmf_backend_cpu());
@@ -93,6 +151,8 @@ static int load(api *a, const lmf_config *cfg, const lmf_template **tpl) {
         rc = lmf_lora_load(&a->lora, a->m, adapter);
         if (!rc) a->m->lora = a->lora;
     }
+    if (!rc) rc = load_lora_modules(a, cfg);
+    if (!rc) rc = lmf_cli_apply_infer_dtype(cfg, a->m);
     if (!rc) rc = lmf_tokenizer_load(&a->tok, path);
     const char *name = lmf_config_str(cfg, "template");
     *tpl = NULL;
@@ -124,6 +184,8 @@ static int serve(api *a, const lmf_config *cfg) {
     rc = load(a, cfg, &tpl);
     if (!rc) rc = engine_config(cfg, a->m, &ec);
     if (!rc) rc = lmf_engine_create(&a->eng, a->m, &ec);
+    for (int i = 0; i < a->n_adapters && !rc; i++)
+        rc = lmf_server_add_adapter(a->srv, a->adapter_names[i], a->adapters[i]);
     if (!rc) rc = lmf_server_ready(a->srv, a->m, a->tok, tpl, a->eng);
     if (rc) return rc;
     printf("lmforge api: ready\n");
@@ -158,6 +220,7 @@ int lmf_cmd_api(int argc, char **argv) {
     lmf_server_free(a.srv);
     lmf_engine_free(a.eng);
     lmf_lora_free(a.lora);
+    for (int i = 0; i < a.n_adapters; i++) lmf_lora_free(a.adapters[i]), free(a.adapter_names[i]);
     lmf_model_free(a.m);
     lmf_tokenizer_free(a.tok);
     return lmf_cli_fail("api", rc);

@@ -131,6 +131,7 @@ static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts) {
         rc = lmf_lora_load(&c->lora, c->m, adapter);
         c->m->lora = c->lora;
     }
+    if (!rc) rc = lmf_cli_apply_infer_dtype(cfg, c->m);
     if (!rc) rc = lmf_tokenizer_load(&c->tok, lmf_config_str(cfg, "model_name_or_path"));
     if (!rc && !(c->tpl = lmf_template_find(
                      lmf_config_str(cfg, "template") ? lmf_config_str(cfg, "template") : "")))

@@ -134,6 +134,14 @@ static const lmf_cfg_key keys[] = {
      "api: queued requests past which new ones get 429 with Retry-After", 0},
     {"enable_prefix_caching", B, "true", NULL,
      "api: reuse the KV blocks of identical prompt prefixes (shared system prompts)", 0},
+    {"lora_modules", S, NULL, NULL,
+     "api: LoRA adapters served at once beside the base, as name=path,name2=path2 (vLLM's "
+     "--lora-modules); a request's `model` picks one, the base name gets the base model",
+     0},
+    {"infer_dtype", S, "auto", "auto|float32|bfloat16",
+     "api/chat: weights the decode step reads: bfloat16 keeps a bf16 copy (half the bytes per "
+     "token, f32 accumulation); auto is float32",
+     0},
     {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
 };
 

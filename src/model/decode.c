@@ -4,7 +4,12 @@
 #include <math.h>
 #include <string.h>
 
+#include "lmforge/decode_kernels.h"
 #include "model_internal.h"
+
+/* Up to this many rows a step's f32 products use the streaming matvec (each weight read once,
+ * the decode case); past it the GEMM library's blocking wins. bf16 weights always use ours. */
+enum { MATVEC_MAX_ROWS = 16 };
 
 size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
     return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
@@ -36,18 +41,54 @@ void lmf_kv_pool_free(lmf_kv_pool *p) {
     memset(p, 0, sizeof *p);
 }
 
+int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t) {
+    if (t != LMF_F32 && t != LMF_BF16)
+        return lmf_errorf(LMF_EUNSUPPORTED, "inference dtype %s: expected F32 or BF16",
+                          lmf_dtype_name(t));
+    if (m->infer_bf16) m->be->free(m->infer_bf16);
+    m->infer_bf16 = NULL;
+    if (t == LMF_F32) return 0;
+    if (!(m->infer_bf16 = m->be->alloc(sizeof(uint16_t) * m->numel)))
+        return lmf_errorf(LMF_ENOMEM, "model: cannot allocate %zu bytes for the bf16 weights",
+                          sizeof(uint16_t) * m->numel);
+    lmf_convert_from_f32(m->infer_bf16, LMF_BF16, m->params, m->numel);
+    return 0;
+}
+
 typedef struct step_bufs {
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *h, *mid, *last, *lastn;
+    uint16_t *xb; /* activations rounded to bf16 for the bf16 products */
     int32_t *ids, *pos;
     lmf_paged_seq *pseqs;
 } step_bufs;
 
-static int step_buffers(lmf_model *m, int n, int n_seqs, step_bufs *b) {
+static const lmf_lora *seq_lora(const lmf_model *m, const lmf_seq_step *s) {
+    return s->lora ? s->lora : m->lora;
+}
+
+static int step_buffers(lmf_model *m, const lmf_seq_step *seqs, int n, int n_seqs, step_bufs *b) {
     const lmf_model_config *c = &m->cfg;
     size_t C = c->hidden, F = c->ffn, QD = (size_t)c->heads * c->head_dim,
-           KD = (size_t)c->kv_heads * c->head_dim, r = m->lora ? m->lora->r : 1;
-    size_t sizes[] = {n * C, n * C, n * QD, n * KD, n * KD,     n * QD,
-                      n * F, n * F, n * F,  n * r,  n_seqs * C, n_seqs * C};
+           KD = (size_t)c->kv_heads * c->head_dim, r = 1;
+    for (int i = 0; i < n_seqs; i++) {
+        const lmf_lora *lo = seq_lora(m, &seqs[i]);
+        if (lo && (size_t)lo->r > r) r = lo->r;
+    }
+    size_t widest = C > F ? C : F;
+    widest = widest > QD ? widest : QD;
+    size_t sizes[] = {n * C,
+                      n * C,
+                      n * QD,
+                      n * KD,
+                      n * KD,
+                      n * QD,
+                      n * F,
+                      n * F,
+                      n * F,
+                      n * r,
+                      n_seqs * C,
+                      n_seqs * C,
+                      (n * widest + 1) / 2};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
         total += (sizes[i] * 4 + 63) & ~(size_t)63;
@@ -61,12 +102,13 @@ static int step_buffers(lmf_model *m, int n, int n_seqs, step_bufs *b) {
                               total);
     }
     uint8_t *p = m->step_block;
-    float **fields[] = {&b->x,    &b->xn, &b->q, &b->k,   &b->v,    &b->att,
-                        &b->gate, &b->up, &b->h, &b->mid, &b->last, &b->lastn};
+    float *xb = NULL, **fields[] = {&b->x,  &b->xn, &b->q,   &b->k,    &b->v,     &b->att, &b->gate,
+                                    &b->up, &b->h,  &b->mid, &b->last, &b->lastn, &xb};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         *fields[i] = (float *)p;
         p += (sizes[i] * 4 + 63) & ~(size_t)63;
     }
+    b->xb = (uint16_t *)xb;
     b->ids = (int32_t *)p;
     p += ((size_t)n * 4 + 63) & ~(size_t)63;
     b->pos = (int32_t *)p;
@@ -116,6 +158,49 @@ static void write_cache(lmf_kv_pool *kv, int l, const lmf_seq_step *seqs, int n_
         }
 }
 
+/* y = x W^T (n rows) with the weights the model infers with: the bf16 copy, or f32 through the
+ * streaming matvec for a few rows and the GEMM library for many (the ref backend: its GEMM). */
+static void base_product(const lmf_model *m, const float *W, const float *x, float *y, int n,
+                         int out, int in, uint16_t *xb) {
+    int fast = m->be == lmf_backend_cpu();
+    if (m->infer_bf16) {
+        const uint16_t *Wb = m->infer_bf16 + (W - m->params);
+        if (fast)
+            lmf_matvec_bf16(y, x, Wb, n, out, in, xb);
+        else
+            lmf_matvec_bf16_ref(y, x, Wb, n, out, in);
+    } else if (fast && n <= MATVEC_MAX_ROWS) {
+        lmf_matvec_f32(y, x, W, n, out, in);
+    } else {
+        m->be->gemm(0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+    }
+}
+
+/* One linear of layer l for all rows: the base product, the bias, then each run of consecutive
+ * sequences sharing an adapter gets that adapter's scale * (x A^T) B^T on its rows. */
+static void step_linear(const lmf_model *m, int l, lmf_linear_id id, const float *x, float *y,
+                        const float *bias, const lmf_seq_step *seqs, int n_seqs,
+                        const step_bufs *b) {
+    const lmf_backend *be = m->be;
+    int out, in, n = 0;
+    lmf_linear_shape(&m->cfg, id, &out, &in);
+    for (int i = 0; i < n_seqs; i++) n += seqs[i].n_new;
+    base_product(m, m->w.layers[l].w[id], x, y, n, out, in, b->xb);
+    if (bias) be->bias_fwd(y, bias, n, out);
+    for (int i = 0; i < n_seqs;) {
+        const lmf_lora *lo = seq_lora(m, &seqs[i]);
+        int j = i + 1, r0 = b->pseqs[i].q_row, rows = seqs[i].n_new;
+        while (j < n_seqs && seq_lora(m, &seqs[j]) == lo) rows += seqs[j++].n_new;
+        i = j;
+        if (!lo || !(lo->targets & (1u << id))) continue;
+        int k = l * LMF_N_LINEAR + id;
+        be->gemm(0, 1, rows, lo->r, in, 1.0f, x + (size_t)r0 * in, in, lo->A[k], in, 0.0f, b->mid,
+                 lo->r);
+        be->gemm(0, 1, rows, out, lo->r, lo->scale, b->mid, lo->r, lo->B[k], lo->r, 1.0f,
+                 y + (size_t)r0 * out, out);
+    }
+}
+
 int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
                    float *logits) {
     const lmf_model_config *c = &m->cfg;
@@ -123,7 +208,7 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
     if (rc) return rc;
     step_bufs b = {0};
-    if ((rc = step_buffers(m, n, n_seqs, &b))) return rc;
+    if ((rc = step_buffers(m, seqs, n, n_seqs, &b))) return rc;
     int C = c->hidden, H = c->heads, KVH = c->kv_heads, D = c->head_dim, row = 0;
     for (int i = 0; i < n_seqs; i++) {
         b.pseqs[i] = (lmf_paged_seq){row, seqs[i].n_new, seqs[i].start, seqs[i].table};
@@ -133,13 +218,16 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         }
     }
     lmf_paged_shape ps = {H, KVH, D, kv->block_size, kv->block_stride, 1.0f / sqrtf((float)D)};
+    void (*attn)(float *, const float *, const float *, const float *, const lmf_paged_seq *, int,
+                 const lmf_paged_shape *) =
+        be == lmf_backend_cpu() ? lmf_attn_paged_fast : be->attn_paged;
     be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->attn_norm, n, C, c->rms_eps);
-        lmf_linear_apply(m, l, LMF_Q, b.xn, b.xn, b.q, n, w->bq, b.mid);
-        lmf_linear_apply(m, l, LMF_K, b.xn, b.xn, b.k, n, w->bk, b.mid);
-        lmf_linear_apply(m, l, LMF_V, b.xn, b.xn, b.v, n, w->bv, b.mid);
+        step_linear(m, l, LMF_Q, b.xn, b.q, w->bq, seqs, n_seqs, &b);
+        step_linear(m, l, LMF_K, b.xn, b.k, w->bk, seqs, n_seqs, &b);
+        step_linear(m, l, LMF_V, b.xn, b.v, w->bv, seqs, n_seqs, &b);
         if (c->qk_norm) {
             be->rmsnorm_fwd(b.q, NULL, b.q, w->q_norm, n * H, D, c->rms_eps);
             be->rmsnorm_fwd(b.k, NULL, b.k, w->k_norm, n * KVH, D, c->rms_eps);
@@ -148,14 +236,14 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         be->rope(b.k, KVH * D, b.pos, m->inv_freq, n, KVH, D, 0);
         write_cache(kv, l, seqs, n_seqs, b.k, b.v);
         size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
-        be->attn_paged(b.att, b.q, kv->k + layer_off, kv->v + layer_off, b.pseqs, n_seqs, &ps);
-        lmf_linear_apply(m, l, LMF_O, b.att, b.att, b.xn, n, NULL, b.mid);
+        attn(b.att, b.q, kv->k + layer_off, kv->v + layer_off, b.pseqs, n_seqs, &ps);
+        step_linear(m, l, LMF_O, b.att, b.xn, NULL, seqs, n_seqs, &b);
         be->add(b.x, b.xn, (size_t)n * C);
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->mlp_norm, n, C, c->rms_eps);
-        lmf_linear_apply(m, l, LMF_GATE, b.xn, b.xn, b.gate, n, NULL, b.mid);
-        lmf_linear_apply(m, l, LMF_UP, b.xn, b.xn, b.up, n, NULL, b.mid);
+        step_linear(m, l, LMF_GATE, b.xn, b.gate, NULL, seqs, n_seqs, &b);
+        step_linear(m, l, LMF_UP, b.xn, b.up, NULL, seqs, n_seqs, &b);
         be->swiglu_fwd(b.h, b.gate, b.up, (size_t)n * c->ffn);
-        lmf_linear_apply(m, l, LMF_DOWN, b.h, b.h, b.xn, n, NULL, b.mid);
+        step_linear(m, l, LMF_DOWN, b.h, b.xn, NULL, seqs, n_seqs, &b);
         be->add(b.x, b.xn, (size_t)n * C);
     }
     /* Only the rows that want logits go through the final norm and lm_head. */
@@ -168,8 +256,7 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     }
     if (n_out && logits) {
         be->rmsnorm_fwd(b.lastn, NULL, b.last, m->w.final_norm, n_out, C, c->rms_eps);
-        be->gemm(0, 1, n_out, c->vocab, C, 1.0f, b.lastn, C, m->w.lm_head, C, 0.0f, logits,
-                 c->vocab);
+        base_product(m, m->w.lm_head, b.lastn, logits, n_out, c->vocab, C, b.xb);
     }
     return 0;
 }

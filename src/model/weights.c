@@ -180,6 +180,7 @@ void lmf_model_free(lmf_model *m) {
     if (!m) return;
     lmf_model_free_acts(m);
     if (m->step_block) m->be->free(m->step_block);
+    if (m->infer_bf16) m->be->free(m->infer_bf16);
     if (m->params) m->be->free(m->params);
     if (m->grads) m->be->free(m->grads);
     free(m->w.layers);

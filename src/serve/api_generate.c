@@ -222,14 +222,19 @@ static char *whole_response(gen *g) {
     return json;
 }
 
-static int model_known(const lmf_server *s, const char *name) {
-    return !name || !strcmp(name, s->c.model_name) ||
-           (s->c.model_path && !strcmp(name, s->c.model_path));
+/* 0 for the served model, i + 1 for adapter i, -1 for an unknown name. */
+static int model_index(const lmf_server *s, const char *name) {
+    if (!name || !strcmp(name, s->c.model_name) ||
+        (s->c.model_path && !strcmp(name, s->c.model_path)))
+        return 0;
+    for (int i = 0; i < s->n_adapters; i++)
+        if (!strcmp(name, s->adapter_names[i])) return i + 1;
+    return -1;
 }
 
 /* Submits the n choices; fills res with the error when one cannot be. */
 static int submit_all(lmf_server *s, gen *g, const lmf_oai_request *r, const int32_t *ids,
-                      int n_ids, lmf_http_response *res) {
+                      int n_ids, const lmf_lora *lora, lmf_http_response *res) {
     int room = s->m->cfg.max_pos - n_ids;
     lmf_oai_error e;
     const char *pparam = g->kind == LMF_OAI_CHAT ? "messages" : "prompt";
@@ -255,7 +260,8 @@ static int submit_all(lmf_server *s, gen *g, const lmf_oai_request *r, const int
                             .sampling = r->sampling,
                             .seed = r->seed,
                             .has_seed = r->has_seed,
-                            .ignore_eos = r->ignore_eos};
+                            .ignore_eos = r->ignore_eos,
+                            .lora = lora};
     if (g->kind == LMF_OAI_CHAT) p.stop_ids = s->tpl_stop_ids, p.n_stop_ids = s->n_tpl_stop_ids;
     for (int i = 0; i < r->n; i++) {
         p.seed = r->seed + (uint64_t)i;
@@ -289,7 +295,8 @@ void lmf_api_generate(lmf_server *s, lmf_oai_kind kind, const lmf_http_request *
     int32_t *ids = NULL;
     int n_ids = 0;
     gen *g = NULL;
-    if (!model_known(s, r.model)) {
+    int model = model_index(s, r.model);
+    if (model < 0) {
         lmf_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
                           "The model `%.200s` does not exist (this server serves `%.200s`)",
                           r.model, s->c.model_name);
@@ -315,7 +322,7 @@ void lmf_api_generate(lmf_server *s, lmf_oai_kind kind, const lmf_http_request *
              (unsigned long long)s->created, (unsigned long long)atomic_fetch_add(&s->next_id, 1));
     g->include_usage = r.include_usage, g->logprobs = r.logprobs, g->top_logprobs = r.top_logprobs;
     g->n_prompt = n_ids, g->fd = req->fd;
-    if (submit_all(s, g, &r, ids, n_ids, res)) {
+    if (submit_all(s, g, &r, ids, n_ids, model ? s->adapters[model - 1] : NULL, res)) {
         lmf_api_task_release(g->task);
         gen_free(g);
         free(ids);

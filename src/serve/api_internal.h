@@ -12,6 +12,7 @@
 #include "openai_request.h"
 
 #define LMF_API_MAX_TEMPLATE_STOPS 8
+#define LMF_API_MAX_ADAPTERS       64 /* LoRA adapters served at once (lora_modules) */
 
 struct lmf_server {
     lmf_server_config c; /* strings owned (copied) */
@@ -22,6 +23,9 @@ struct lmf_server {
     long long created;
     /* set by lmf_server_ready, read-only afterwards */
     lmf_model *m;
+    char *adapter_names[LMF_API_MAX_ADAPTERS]; /* lmf_server_add_adapter; owned */
+    const lmf_lora *adapters[LMF_API_MAX_ADAPTERS];
+    int n_adapters;
     const lmf_tokenizer *tok;
     const lmf_template *tpl;
     lmf_engine *eng;

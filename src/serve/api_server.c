@@ -214,8 +214,10 @@ static void dispatch(lmf_server *s, const lmf_http_request *req, lmf_http_respon
     }
     switch (r) {
     case R_MODELS: {
-        const char *names[1] = {s->c.model_name};
-        lmf_api_json_response(200, lmf_oai_render_models(names, 1, s->created), res);
+        const char *names[1 + LMF_API_MAX_ADAPTERS] = {s->c.model_name};
+        int n = 1;
+        for (int i = 0; i < s->n_adapters; i++) names[n++] = s->adapter_names[i];
+        lmf_api_json_response(200, lmf_oai_render_models(names, n, s->created), res);
         break;
     }
     case R_CHAT:
@@ -279,12 +281,28 @@ int lmf_server_start(lmf_server **out, const lmf_server_config *c) {
     int rc = lmf_sampling_validate(&c->sampling);
     if (!rc && c->default_max_tokens <= 0)
         rc = lmf_errorf(LMF_EINVAL, "api: max_new_tokens must be positive");
+
     if (!rc) rc = lmf_http_start(&s->http, &hc, on_request, s);
     if (rc) {
         lmf_server_free(s);
         return rc;
     }
     *out = s;
+    return 0;
+}
+
+int lmf_server_add_adapter(lmf_server *s, const char *name, const lmf_lora *l) {
+    if (s->n_adapters == LMF_API_MAX_ADAPTERS)
+        return lmf_errorf(LMF_EINVAL, "api: adapter %s: at most %d adapters", name,
+                          LMF_API_MAX_ADAPTERS);
+    if (!strcmp(name, s->c.model_name) || (s->c.model_path && !strcmp(name, s->c.model_path)))
+        return lmf_errorf(LMF_EINVAL, "api: adapter %s: the name is the served model's", name);
+    for (int i = 0; i < s->n_adapters; i++)
+        if (!strcmp(name, s->adapter_names[i]))
+            return lmf_errorf(LMF_EINVAL, "api: adapter %s: the name is given twice", name);
+    if (!(s->adapter_names[s->n_adapters] = lmf_strdup(name)))
+        return lmf_errorf(LMF_ENOMEM, "api: out of memory");
+    s->adapters[s->n_adapters++] = l;
     return 0;
 }
 
@@ -327,5 +345,6 @@ void lmf_server_free(lmf_server *s) {
     lmf_api_metrics_free(&s->metrics);
     free((char *)s->c.host), free((char *)s->c.api_key), free((char *)s->c.model_name),
         free((char *)s->c.model_path), free((char *)s->c.default_system);
+    for (int i = 0; i < s->n_adapters; i++) free(s->adapter_names[i]);
     free(s);
 }

@@ -204,12 +204,18 @@ static void remove_at(lmf_request **list, int *n, int i) {
     (*n)--;
 }
 
+/* The hash chain starts from the request's adapter: the same tokens under another adapter have
+ * other keys and values, so their blocks must never be shared. */
+static uint64_t chain_root(const lmf_request *r) {
+    return r->p.lora ? (uint64_t)(uintptr_t)r->p.lora * 0x9E3779B97F4A7C15ull | 1 : 0;
+}
+
 /* Publishes the request's newly completed full blocks under their chain hashes. */
 static void publish_full_blocks(lmf_engine *e, lmf_request *r) {
     int bs = e->c.block_size;
     while (e->c.prefix_caching && r->n_hashed < r->n_computed / bs) {
         int b = r->n_hashed;
-        uint64_t parent = b ? r->hashes[b - 1] : 0;
+        uint64_t parent = b ? r->hashes[b - 1] : chain_root(r);
         r->hashes[b] = lmf_block_hash(parent, r->tokens + (size_t)b * bs, bs);
         lmf_block_publish(&e->bm, r->table[b], r->hashes[b]);
         r->n_hashed++;
@@ -222,7 +228,8 @@ static void reuse_prefix(lmf_engine *e, lmf_request *r) {
     if (!e->c.prefix_caching) return;
     while ((r->n_table + 1) * bs <= r->n_tokens - 1) {
         int b = r->n_table;
-        uint64_t h = lmf_block_hash(b ? r->hashes[b - 1] : 0, r->tokens + (size_t)b * bs, bs);
+        uint64_t h =
+            lmf_block_hash(b ? r->hashes[b - 1] : chain_root(r), r->tokens + (size_t)b * bs, bs);
         int blk = lmf_block_lookup(&e->bm, h);
         if (blk < 0) break;
         r->table[b] = blk;
@@ -312,9 +319,13 @@ static int schedule(lmf_engine *e) {
         }
         if (!chunk) break;
         e->stepped[n] = r;
-        e->steps[n++] = (lmf_seq_step){
-            r->tokens + r->n_computed,           chunk, r->n_computed, r->table, r->n_table,
-            r->n_computed + chunk == r->n_tokens};
+        e->steps[n++] = (lmf_seq_step){r->tokens + r->n_computed,
+                                       chunk,
+                                       r->n_computed,
+                                       r->table,
+                                       r->n_table,
+                                       r->n_computed + chunk == r->n_tokens,
+                                       r->p.lora};
         budget -= chunk;
     }
     while (budget > 0 && e->n_waiting > 0 && e->n_running < e->c.max_running) {
@@ -329,17 +340,37 @@ static int schedule(lmf_engine *e) {
         remove_at(e->waiting, &e->n_waiting, 0);
         e->running[e->n_running++] = r;
         e->stepped[n] = r;
-        e->steps[n++] = (lmf_seq_step){
-            r->tokens + r->n_computed,           chunk, r->n_computed, r->table, r->n_table,
-            r->n_computed + chunk == r->n_tokens};
+        e->steps[n++] = (lmf_seq_step){r->tokens + r->n_computed,
+                                       chunk,
+                                       r->n_computed,
+                                       r->table,
+                                       r->n_table,
+                                       r->n_computed + chunk == r->n_tokens,
+                                       r->p.lora};
         budget -= chunk;
     }
     return n;
 }
 
+/* Orders the step's sequences by adapter (stable), so the model applies each adapter to one
+ * contiguous run of rows with one pair of GEMMs. */
+static void group_by_adapter(lmf_engine *e, int n) {
+    for (int i = 1; i < n; i++) {
+        lmf_seq_step s = e->steps[i];
+        lmf_request *r = e->stepped[i];
+        int j = i;
+        for (; j > 0 && (uintptr_t)e->steps[j - 1].lora > (uintptr_t)s.lora; j--) {
+            e->steps[j] = e->steps[j - 1];
+            e->stepped[j] = e->stepped[j - 1];
+        }
+        e->steps[j] = s, e->stepped[j] = r;
+    }
+}
+
 int lmf_engine_step(lmf_engine *e) {
     take_incoming(e);
     int n = schedule(e);
+    group_by_adapter(e, n);
     if (n > 0) {
         int rc = lmf_model_step(e->m, &e->kv, e->steps, n, e->logits);
         if (rc) return rc;

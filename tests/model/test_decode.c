@@ -1,6 +1,7 @@
 /* The inference step over a paged KV cache gives the same next-token logits as the full
  * forward pass: chunked prefill, single-token decodes, two sequences interleaved in one step,
- * scattered block tables, GQA, Qwen2 biases, Qwen3 q/k norms, LoRA; cpu and ref backends. */
+ * scattered block tables, GQA, Qwen2 biases, Qwen3 q/k norms, LoRA, several adapters mixed in
+ * one step, bf16 inference weights; cpu and ref backends. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,19 +56,19 @@ static void run(lmf_arch arch, const lmf_backend *be, int lora) {
     float lg[2 * 60];
     double worst = 0;
     /* Step 1: a prefills 5 tokens, b prefills 3. */
-    lmf_seq_step s[2] = {{a, 5, 0, ta, 4, 1}, {b, 3, 0, tb, 4, 1}};
+    lmf_seq_step s[2] = {{a, 5, 0, ta, 4, 1, NULL}, {b, 3, 0, tb, 4, 1, NULL}};
     CHECK(lmf_model_step(m, &kv, s, 2, lg) == 0);
     worst = fmax(worst, test_max_rel(lg, fa + 4 * V, V));
     worst = fmax(worst, test_max_rel(lg + V, fb + 2 * V, V));
     /* Step 2: a decodes one token while b prefills a chunk of 4 without asking for logits. */
-    s[0] = (lmf_seq_step){a + 5, 1, 5, ta, 4, 1};
-    s[1] = (lmf_seq_step){b + 3, 4, 3, tb, 4, 0};
+    s[0] = (lmf_seq_step){a + 5, 1, 5, ta, 4, 1, NULL};
+    s[1] = (lmf_seq_step){b + 3, 4, 3, tb, 4, 0, NULL};
     CHECK(lmf_model_step(m, &kv, s, 2, lg) == 0);
     worst = fmax(worst, test_max_rel(lg, fa + 5 * V, V));
     /* Then both decode to the end, one token a step. */
     for (int p = 6; p < LEN; p++) {
-        s[0] = (lmf_seq_step){a + p, 1, p, ta, 4, 1};
-        s[1] = (lmf_seq_step){b + p + 1, 1, p + 1, tb, 4, 1};
+        s[0] = (lmf_seq_step){a + p, 1, p, ta, 4, 1, NULL};
+        s[1] = (lmf_seq_step){b + p + 1, 1, p + 1, tb, 4, 1, NULL};
         int n = p + 1 < LEN ? 2 : 1;
         CHECK(lmf_model_step(m, &kv, s, n, lg) == 0);
         worst = fmax(worst, test_max_rel(lg, fa + (size_t)p * V, V));
@@ -77,11 +78,11 @@ static void run(lmf_arch arch, const lmf_backend *be, int lora) {
               be->name, lora, worst);
     /* Bad input is refused, not read out of bounds. */
     int32_t bad[1] = {99};
-    s[0] = (lmf_seq_step){a, 1, 16, ta, 4, 1};
+    s[0] = (lmf_seq_step){a, 1, 16, ta, 4, 1, NULL};
     CHECK(lmf_model_step(m, &kv, s, 1, lg) == LMF_EINVAL); /* table too short for position 16 */
-    s[0] = (lmf_seq_step){a, 1, 0, bad, 1, 1};
+    s[0] = (lmf_seq_step){a, 1, 0, bad, 1, 1, NULL};
     CHECK(lmf_model_step(m, &kv, s, 1, lg) == LMF_ERANGE); /* block 99 outside the pool */
-    s[0] = (lmf_seq_step){bad, 1, 0, ta, 4, 1};
+    s[0] = (lmf_seq_step){bad, 1, 0, ta, 4, 1, NULL};
     CHECK(lmf_model_step(m, &kv, s, 1, lg) == LMF_ERANGE); /* token outside the vocabulary */
     lmf_kv_pool_free(&kv);
     free(fa), free(fb);
@@ -89,10 +90,107 @@ static void run(lmf_arch arch, const lmf_backend *be, int lora) {
     lmf_model_free(m);
 }
 
+static lmf_lora *random_lora(lmf_model *m, int r, unsigned targets, uint64_t seed) {
+    lmf_lora *l;
+    lmf_rng g;
+    lmf_rng_seed(&g, seed);
+    CHECK(lmf_lora_create(&l, m, r, 2.0f * r, 0, targets) == 0);
+    for (size_t k = 0; k < l->numel; k++) l->params[k] = 0.1f * lmf_rng_normal(&g);
+    return l;
+}
+
+/* Several adapters in one step: each sequence's logits equal the full forward with only its
+ * adapter (or none), whatever the others in the batch use. */
+static void run_multi_lora(const lmf_backend *be) {
+    lmf_model *m = make(LMF_ARCH_LLAMA, be, 0);
+    int V = m->cfg.vocab;
+    lmf_lora *la = random_lora(m, 4, (1u << LMF_N_LINEAR) - 1, 21),
+             *lb = random_lora(m, 2, (1u << LMF_Q) | (1u << LMF_V) | (1u << LMF_DOWN), 22);
+    const lmf_lora *which[4] = {la, NULL, lb, la};
+    int32_t ids[4][LEN];
+    float *ref[4];
+    for (int i = 0; i < 4; i++) {
+        for (int t = 0; t < LEN; t++) ids[i][t] = (t * (5 + 2 * i) + i) % V;
+        m->lora = (lmf_lora *)which[i];
+        ref[i] = full_logits(m, ids[i], LEN);
+    }
+    m->lora = NULL;
+    lmf_kv_pool kv;
+    CHECK(lmf_kv_pool_create(&kv, m, BS, 16) == 0);
+    int32_t tables[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) tables[i][j] = j * 4 + i;
+    float lg[4 * 60];
+    double worst = 0;
+    lmf_seq_step s[4];
+    for (int i = 0; i < 4; i++) s[i] = (lmf_seq_step){ids[i], 6, 0, tables[i], 4, 1, which[i]};
+    CHECK(lmf_model_step(m, &kv, s, 4, lg) == 0);
+    for (int i = 0; i < 4; i++) worst = fmax(worst, test_max_rel(lg + i * V, ref[i] + 5 * V, V));
+    for (int p = 6; p < LEN; p++) {
+        for (int i = 0; i < 4; i++)
+            s[i] = (lmf_seq_step){ids[i] + p, 1, p, tables[i], 4, 1, which[i]};
+        CHECK(lmf_model_step(m, &kv, s, 4, lg) == 0);
+        for (int i = 0; i < 4; i++)
+            worst = fmax(worst, test_max_rel(lg + i * V, ref[i] + (size_t)p * V, V));
+    }
+    CHECK_MSG(worst < 1e-4, "backend %s: mixed adapters vs forward rel err %g", be->name, worst);
+    lmf_kv_pool_free(&kv);
+    for (int i = 0; i < 4; i++) free(ref[i]);
+    lmf_lora_free(la), lmf_lora_free(lb);
+    lmf_model_free(m);
+}
+
+/* Decode logits of one sequence, prefilled with 5 tokens then one token a step. */
+static void decode_logits(lmf_model *m, const int32_t *ids, float *out) {
+    lmf_kv_pool kv;
+    CHECK(lmf_kv_pool_create(&kv, m, BS, 4) == 0);
+    int32_t table[4] = {3, 1, 0, 2};
+    int V = m->cfg.vocab;
+    lmf_seq_step s = {ids, 5, 0, table, 4, 1, NULL};
+    CHECK(lmf_model_step(m, &kv, &s, 1, out + 4 * V) == 0);
+    for (int p = 5; p < LEN; p++) {
+        s = (lmf_seq_step){ids + p, 1, p, table, 4, 1, NULL};
+        CHECK(lmf_model_step(m, &kv, &s, 1, out + (size_t)p * V) == 0);
+    }
+    lmf_kv_pool_free(&kv);
+}
+
+/* bf16 inference weights: the cpu kernels equal the plain-C bf16 path (ref backend), and both
+ * stay close to the f32 forward. */
+static void run_bf16(void) {
+    lmf_model *mc = make(LMF_ARCH_QWEN2, lmf_backend_cpu(), 0),
+              *mr = make(LMF_ARCH_QWEN2, lmf_backend_ref(), 0);
+    int V = mc->cfg.vocab;
+    int32_t ids[LEN];
+    for (int i = 0; i < LEN; i++) ids[i] = (i * 13 + 2) % V;
+    float *f = full_logits(mc, ids, LEN);
+    CHECK(lmf_model_set_infer_dtype(mc, LMF_BF16) == 0);
+    CHECK(lmf_model_set_infer_dtype(mr, LMF_BF16) == 0);
+    CHECK(lmf_model_set_infer_dtype(mr, LMF_F16) == LMF_EUNSUPPORTED);
+    float *lc = calloc((size_t)LEN * V, sizeof(float)),
+          *lr = calloc((size_t)LEN * V, sizeof(float));
+    decode_logits(mc, ids, lc);
+    decode_logits(mr, ids, lr);
+    double e_ref = test_max_rel(lc + 4 * V, lr + 4 * V, (size_t)(LEN - 4) * V),
+           e_f32 = test_max_rel(lc + 4 * V, f + 4 * V, (size_t)(LEN - 4) * V);
+    CHECK_MSG(e_ref < 1e-4, "bf16 step: cpu vs ref rel err %g", e_ref);
+    CHECK_MSG(e_f32 < 5e-2 && e_f32 > 0, "bf16 step vs f32 forward rel err %g", e_f32);
+    /* Back to f32: the exact path again. */
+    CHECK(lmf_model_set_infer_dtype(mc, LMF_F32) == 0 && !mc->infer_bf16);
+    decode_logits(mc, ids, lc);
+    double e = test_max_rel(lc + 4 * V, f + 4 * V, (size_t)(LEN - 4) * V);
+    CHECK_MSG(e < 1e-4, "f32 again: rel err %g", e);
+    free(f), free(lc), free(lr);
+    lmf_model_free(mc), lmf_model_free(mr);
+}
+
 int main(void) {
     lmf_compute_set_threads(2);
     for (int arch = 0; arch < 4; arch++) run((lmf_arch)arch, lmf_backend_cpu(), 0);
     run(LMF_ARCH_QWEN3, lmf_backend_ref(), 0);
     run(LMF_ARCH_LLAMA, lmf_backend_cpu(), 1);
+    run_multi_lora(lmf_backend_cpu());
+    run_multi_lora(lmf_backend_ref());
+    run_bf16();
     return test_summary("test_decode");
 }

@@ -1,0 +1,119 @@
+/* Single-stream decode and prefill speed of lmf_model_step against the memory-bandwidth
+ * roofline, measured in the same process: a streaming read of a buffer far larger than the
+ * caches, on the same threads, gives bytes/s; a decode token must read every weight of the
+ * seven linears of each layer and the lm_head once, so roofline tokens/s = bandwidth / those
+ * bytes. Each figure is the best of --reps runs, the roofline measured again right before
+ * each run (the machine may be shared). Prints a table and one JSON line per dtype.
+ * Usage: bench_decode [--preset llama-110m] [--threads 2] [--prompt 128] [--tokens 64]
+ *                     [--reps 5] [--dtype f32|bf16|both] [--buffer-mb 1024] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmforge/decode_kernels.h"
+#include "lmforge/model.h"
+
+static const char *opt(int argc, char **argv, const char *name, const char *def) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return def;
+}
+
+/* Bytes/s of the best of 3 streaming reads of buf. */
+static double bandwidth(const float *buf, size_t n, double *sink) {
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = lmf_time_sec();
+        *sink += lmf_stream_read(buf, n);
+        double bw = n * sizeof(float) / (lmf_time_sec() - t0);
+        if (bw > best) best = bw;
+    }
+    return best;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+int main(int argc, char **argv) {
+    const char *preset = opt(argc, argv, "--preset", "llama-110m"),
+               *dtypes = opt(argc, argv, "--dtype", "both");
+    int threads = atoi(opt(argc, argv, "--threads", "2")),
+        P = atoi(opt(argc, argv, "--prompt", "128")), T = atoi(opt(argc, argv, "--tokens", "64")),
+        reps = atoi(opt(argc, argv, "--reps", "5"));
+    size_t buf_n = (size_t)atoi(opt(argc, argv, "--buffer-mb", "1024")) << 18;
+    lmf_compute_set_threads(threads);
+    lmf_model_config cfg;
+    lmf_model *m = NULL;
+    lmf_kv_pool kv;
+    int rc = lmf_model_preset(&cfg, LMF_ARCH_LLAMA, preset);
+    if (!rc) rc = lmf_model_create(&m, &cfg, lmf_backend_cpu());
+    int bs = 16, n_blocks = (P + T + bs - 1) / bs;
+    if (!rc) rc = lmf_kv_pool_create(&kv, m, bs, n_blocks);
+    float *buf = malloc(sizeof(float) * buf_n), *logits = malloc(sizeof(float) * cfg.vocab);
+    int32_t *ids = malloc(sizeof(int32_t) * (P + T + 1)),
+            *table = malloc(sizeof(int32_t) * n_blocks);
+    if (rc || !buf || !logits || !ids || !table) {
+        fprintf(stderr, "bench_decode: %s\n", rc ? lmf_last_error() : "out of memory");
+        return 1;
+    }
+    lmf_model_init_random(m, 1);
+    for (size_t i = 0; i < buf_n; i++) buf[i] = (float)(i & 255);
+    for (int i = 0; i < n_blocks; i++) table[i] = i;
+    lmf_rng rng;
+    lmf_rng_seed(&rng, 7);
+    for (int i = 0; i < P; i++) ids[i] = (int32_t)(lmf_rng_u64(&rng) % cfg.vocab);
+    /* lm_head, then per layer q, k, v, o, gate, up, down. */
+    size_t C = cfg.hidden, QD = (size_t)cfg.heads * cfg.head_dim,
+           KD = (size_t)cfg.kv_heads * cfg.head_dim, F = cfg.ffn;
+    size_t weights = (size_t)cfg.vocab * C + cfg.layers * (2 * QD * C + 2 * KD * C + 3 * F * C);
+    printf("decode bench: %s, %d threads, prompt %d, %d decoded tokens, best of %d; "
+           "roofline buffer %zu MiB\n",
+           preset, threads, P, T, reps, buf_n * sizeof(float) >> 20);
+    printf("%-5s %12s %11s %14s %14s %7s %14s\n", "dtype", "weights MB", "GB/s", "roofline tok/s",
+           "decode tok/s", "ratio", "prefill tok/s");
+    double sink = 0;
+    for (int d = 0; d < 2; d++) {
+        lmf_dtype t = d ? LMF_BF16 : LMF_F32;
+        if (strcmp(dtypes, "both") && strcmp(dtypes, d ? "bf16" : "f32")) continue;
+        if ((rc = lmf_model_set_infer_dtype(m, t))) break;
+        double bytes = (double)weights * lmf_dtype_size(t), best_ratio = 0, best_dec = 0,
+               best_roof = 0, best_bw = 0, best_pre = 0;
+        for (int r = 0; r < reps && !rc; r++) {
+            double bw = bandwidth(buf, buf_n, &sink), roof = bw / bytes;
+            lmf_seq_step s = {ids, P, 0, table, n_blocks, 1, NULL};
+            double t0 = lmf_time_sec();
+            rc = lmf_model_step(m, &kv, &s, 1, logits);
+            double pre = P / (lmf_time_sec() - t0);
+            ids[P] = argmax(logits, cfg.vocab);
+            t0 = lmf_time_sec();
+            for (int k = 0; k < T && !rc; k++) {
+                s = (lmf_seq_step){ids + P + k, 1, P + k, table, n_blocks, 1, NULL};
+                rc = lmf_model_step(m, &kv, &s, 1, logits);
+                ids[P + k + 1] = argmax(logits, cfg.vocab);
+            }
+            double dec = T / (lmf_time_sec() - t0);
+            if (dec / roof > best_ratio) best_ratio = dec / roof;
+            if (dec > best_dec) best_dec = dec;
+            if (roof > best_roof) best_roof = roof, best_bw = bw;
+            if (pre > best_pre) best_pre = pre;
+        }
+        if (rc) break;
+        printf("%-5s %12.1f %11.2f %14.1f %14.1f %6.1f%% %14.1f\n", d ? "bf16" : "f32", bytes / 1e6,
+               best_bw / 1e9, best_roof, best_dec, 100 * best_ratio, best_pre);
+        printf("{\"dtype\": \"%s\", \"weights_mb\": %.1f, \"bandwidth_gbs\": %.2f, "
+               "\"roofline_tok_s\": %.1f, \"decode_tok_s\": %.1f, \"best_ratio\": %.3f, "
+               "\"prefill_tok_s\": %.1f, \"threads\": %d}\n",
+               d ? "bf16" : "f32", bytes / 1e6, best_bw / 1e9, best_roof, best_dec, best_ratio,
+               best_pre, threads);
+    }
+    if (rc) fprintf(stderr, "bench_decode: %s\n", lmf_last_error());
+    if (sink == 1.2345) printf("\n");
+    lmf_kv_pool_free(&kv);
+    lmf_model_free(m);
+    free(buf), free(logits), free(ids), free(table);
+    return rc ? 1 : 0;
+}

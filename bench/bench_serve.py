@@ -1,0 +1,113 @@
+"""Concurrency bench of `lmforge api`: a bounded load client of our own over loopback (no
+external load tools). For each concurrency level C, C client threads each keep one streaming
+/v1/completions request in flight (fixed prompt of token ids, max_tokens output, ignore_eos) for
+--seconds; reports aggregate output tokens/s (tokens of requests completed in the window over the
+window) and p50/p99 request latency and time to first token.
+Usage: python bench/bench_serve.py --lmforge build/lmforge --model DIR [--levels 1,8,16,32]
+       [--seconds 15] [--max-tokens 32] [--prompt-len 32] [--threads 2] [--infer-dtype float32]"""
+import argparse, http.client, json, os, socket, subprocess, sys, tempfile, threading, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--lmforge", required=True)
+ap.add_argument("--model", required=True)
+ap.add_argument("--levels", default="1,8,16,32")
+ap.add_argument("--seconds", type=float, default=15)
+ap.add_argument("--max-tokens", type=int, default=32)
+ap.add_argument("--prompt-len", type=int, default=32)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--infer-dtype", default="float32")
+a = ap.parse_args()
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+cfg.write(f"model_name_or_path: {a.model}\nthreads: {a.threads}\ntemperature: 0\n"
+          f"max_num_seqs: 64\nmax_waiting_requests: 256\ninfer_dtype: {a.infer_dtype}\n"
+          "enable_prefix_caching: false\n")
+cfg.close()
+env = dict(os.environ, API_PORT=str(port), OMP_NUM_THREADS=str(a.threads))
+srv = subprocess.Popen([a.lmforge, "api", cfg.name], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+
+def ready():
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        c.request("GET", "/health")
+        return c.getresponse().status == 200
+    except OSError:
+        return False
+
+
+try:
+    for _ in range(600):
+        if ready():
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit("bench_serve: the server did not become ready")
+
+    def one(i, k):
+        """One streamed request; returns (output tokens, latency s, ttft s)."""
+        prompt = [(7 * j + 13 * i + k) % 300 + 5 for j in range(a.prompt_len)]
+        body = json.dumps({"model": "gpt-3.5-turbo", "prompt": prompt, "max_tokens": a.max_tokens,
+                           "temperature": 0, "ignore_eos": True, "stream": True,
+                           "stream_options": {"include_usage": True}})
+        t0 = time.time()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        ttft, n = None, 0
+        for line in r:
+            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                continue
+            d = json.loads(line[6:])
+            if d.get("choices") and ttft is None:
+                ttft = time.time() - t0
+            if d.get("usage"):
+                n = d["usage"]["completion_tokens"]
+        c.close()
+        return n, time.time() - t0, ttft or 0.0
+
+    def level(C):
+        stop = time.time() + a.seconds
+        res, lock = [], threading.Lock()
+        t_start = time.time()
+
+        def client(i):
+            k = 0
+            while time.time() < stop:
+                out = one(i, k)
+                k += 1
+                with lock:
+                    res.append((time.time(), *out))
+
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(C)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        t_end = max(r[0] for r in res)
+        toks = sum(r[1] for r in res)
+        lat = sorted(r[2] for r in res)
+        ttft = sorted(r[3] for r in res)
+        pct = lambda v, q: v[min(len(v) - 1, int(q * len(v)))]
+        return {"clients": C, "requests": len(res), "output_tok_s": toks / (t_end - t_start),
+                "p50_latency_s": pct(lat, 0.5), "p99_latency_s": pct(lat, 0.99),
+                "p50_ttft_s": pct(ttft, 0.5), "p99_ttft_s": pct(ttft, 0.99)}
+
+    one(0, 0)  # warm-up
+    rows = []
+    print(f"serve bench: {a.model}, {a.threads} threads, {a.infer_dtype}, prompt {a.prompt_len} "
+          f"tokens, {a.max_tokens} output tokens per request, {a.seconds:.0f} s per level")
+    print(f"{'clients':>7} {'requests':>8} {'out tok/s':>10} {'x 1 client':>10} {'p50 lat s':>9} "
+          f"{'p99 lat s':>9} {'p50 ttft s':>10} {'p99 ttft s':>10}")
+    for C in [int(x) for x in a.levels.split(",")]:
+        r = level(C)
+        rows.append(r)
+        print(f"{C:>7} {r['requests']:>8} {r['output_tok_s']:>10.1f} "
+              f"{r['output_tok_s'] / rows[0]['output_tok_s']:>10.2f} {r['p50_latency_s']:>9.2f} "
+              f"{r['p99_latency_s']:>9.2f} {r['p50_ttft_s']:>10.2f} {r['p99_ttft_s']:>10.2f}",
+              flush=True)
+    print(json.dumps(rows))
+finally:
+    srv.terminate()
+    srv.wait(timeout=60)
+    os.unlink(cfg.name)

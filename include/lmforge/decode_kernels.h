@@ -1,0 +1,33 @@
+/* Kernels of the inference step (src/tensor/decode_kernels.c): matrix times a few vectors with
+ * f32 or bf16 weights (the one-row decode GEMV, memory-bound: each weight byte read once per
+ * step whatever the number of rows), and paged attention of new tokens over a KV cache. Each
+ * fast kernel has a plain-C reference (the _ref functions) that the tests compare it with.
+ * Weights are Hugging Face's (out, in) row-major; x is (n, in) and y is (n, out), both dense. */
+#ifndef LMFORGE_DECODE_KERNELS_H
+#define LMFORGE_DECODE_KERNELS_H
+
+#include <stdint.h>
+
+#include "lmforge/tensor.h"
+
+/* y = x W^T with f32 weights. Multi-threaded over output rows (the one OpenMP pool). */
+void lmf_matvec_f32(float *y, const float *x, const float *W, int n, int out, int in);
+void lmf_matvec_f32_ref(float *y, const float *x, const float *W, int n, int out, int in);
+
+/* y = bf16(x) bf16(W)^T accumulated in f32 (avx512_bf16 vdpbf16ps where the CPU has it). xb is
+ * caller scratch of n * in uint16 that receives x rounded to bf16. */
+void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out, int in,
+                     uint16_t *xb);
+void lmf_matvec_bf16_ref(float *y, const float *x, const uint16_t *W, int n, int out, int in);
+
+/* The backend's attn_paged contract (see lmforge/tensor.h), vectorised: one work item per
+ * (new token, KV head) reads each cached key and value row once for all the query heads of
+ * its group, with an online softmax over chunks of the sequence's blocks. */
+void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float *v,
+                         const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s);
+
+/* A streaming read of n floats (the memory-bandwidth probe of the decode bench), on the
+ * current thread count; returns their sum so the reads cannot be optimised away. */
+double lmf_stream_read(const float *p, size_t n);
+
+#endif

@@ -1,0 +1,89 @@
+/* The inference kernels against their plain-C references: f32 and bf16 matrix x few-vectors
+ * products on random and odd shapes (tails of the 16/32-wide vectors, row counts that are not
+ * multiples of the 4 x 4 tile, one and many threads), and the vectorised paged attention
+ * against the ref backend's on scattered block tables, GQA, odd head sizes and prefill chunks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmforge/core.h"
+#include "lmforge/decode_kernels.h"
+#include "test.h"
+
+static lmf_rng rng;
+
+static float *randn(size_t n) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) p[i] = lmf_rng_normal(&rng);
+    return p;
+}
+
+static void check_matvec(int n, int out, int in) {
+    float *x = randn((size_t)n * in), *W = randn((size_t)out * in);
+    float *y = malloc(sizeof(float) * n * out), *yr = malloc(sizeof(float) * n * out);
+    uint16_t *Wb = malloc(2 * (size_t)out * in + 2), *xb = malloc(2 * (size_t)n * in + 2);
+    for (size_t i = 0; i < (size_t)out * in; i++) Wb[i] = lmf_f32_to_bf16(W[i]);
+    lmf_matvec_f32(y, x, W, n, out, in);
+    lmf_matvec_f32_ref(yr, x, W, n, out, in);
+    double e = test_max_rel(y, yr, (size_t)n * out);
+    CHECK_MSG(e < 1e-5, "f32 n=%d out=%d in=%d: rel err %g", n, out, in, e);
+    lmf_matvec_bf16(y, x, Wb, n, out, in, xb);
+    lmf_matvec_bf16_ref(yr, x, Wb, n, out, in);
+    e = test_max_rel(y, yr, (size_t)n * out);
+    CHECK_MSG(e < 1e-5, "bf16 n=%d out=%d in=%d: rel err %g", n, out, in, e);
+    /* And bf16 is close to the f32 product (weights and inputs rounded to 8 bits). */
+    lmf_matvec_f32_ref(yr, x, W, n, out, in);
+    e = test_max_rel(y, yr, (size_t)n * out);
+    CHECK_MSG(e < 3e-2, "bf16 vs f32 n=%d out=%d in=%d: rel err %g", n, out, in, e);
+    free(x), free(W), free(y), free(yr), free(Wb), free(xb);
+}
+
+static void check_attn(int H, int KVH, int D, int bs, int n_seqs, const int *start,
+                       const int *n_new) {
+    int kv_dim = KVH * D, n_blocks = 0, total = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        n_blocks += (start[i] + n_new[i] + bs - 1) / bs;
+        total += n_new[i];
+    }
+    size_t stride = (size_t)bs * kv_dim * 3; /* as if the pool had 3 layers */
+    float *k = randn(stride * n_blocks), *v = randn(stride * n_blocks);
+    float *q = randn((size_t)total * H * D);
+    float *o = malloc(sizeof(float) * total * H * D), *orf = malloc(sizeof(float) * total * H * D);
+    lmf_paged_seq *ps = malloc(sizeof *ps * n_seqs);
+    int32_t *tables = malloc(sizeof(int32_t) * n_blocks);
+    /* Blocks handed out in a scrambled order. */
+    for (int b = 0; b < n_blocks; b++) tables[b] = (b * 7 + 3) % n_blocks;
+    int row = 0, tb = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        ps[i] = (lmf_paged_seq){row, n_new[i], start[i], tables + tb};
+        row += n_new[i];
+        tb += (start[i] + n_new[i] + bs - 1) / bs;
+    }
+    lmf_paged_shape sh = {H, KVH, D, bs, stride, 1.0f / sqrtf((float)D)};
+    lmf_attn_paged_fast(o, q, k, v, ps, n_seqs, &sh);
+    lmf_backend_ref()->attn_paged(orf, q, k, v, ps, n_seqs, &sh);
+    double e = test_max_rel(o, orf, (size_t)total * H * D);
+    CHECK_MSG(e < 1e-5, "attn H=%d KVH=%d D=%d bs=%d: rel err %g", H, KVH, D, bs, e);
+    free(k), free(v), free(q), free(o), free(orf), free(ps), free(tables);
+}
+
+int main(void) {
+    lmf_rng_seed(&rng, 11);
+    int shapes[][3] = {{1, 1, 1},     {1, 5, 7},     {1, 64, 768},  {1, 33, 100}, {2, 13, 31},
+                       {3, 17, 48},   {4, 8, 16},    {5, 70, 129},  {7, 3, 1000}, {9, 67, 65},
+                       {16, 130, 96}, {70, 129, 77}, {1, 2048, 768}};
+    for (int t = 1; t <= 2; t++) {
+        lmf_compute_set_threads(t);
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            check_matvec(shapes[i][0], shapes[i][1], shapes[i][2]);
+        /* Decode rows (n_new 1) at various lengths, with prefill chunks beside them. */
+        int st1[] = {0, 5, 16, 40}, nn1[] = {1, 1, 1, 1};
+        check_attn(4, 2, 8, 4, 4, st1, nn1);
+        check_attn(12, 12, 64, 16, 4, st1, nn1);
+        int st2[] = {0, 3, 70}, nn2[] = {9, 1, 33};
+        check_attn(6, 2, 12, 5, 3, st2, nn2);
+        check_attn(8, 1, 16, 16, 3, st2, nn2);
+        int st3[] = {100}, nn3[] = {1};
+        check_attn(9, 3, 64, 16, 1, st3, nn3);
+    }
+    return test_summary("test_decode_kernels");
+}
