@@ -34,6 +34,10 @@
 #define LMF_COMM_DEFAULT_TIMEOUT_S 1800.0
 /* Exit status of every rank when a collective times out (MPI_Abort's error code). */
 #define LMF_COMM_EXIT_TIMEOUT 14
+/* After that abort, a launcher (mpirun) still running this many seconds later is SIGKILLed (its
+ * teardown can deadlock; see docs/distributed.md). LMF_COMM_ABORT_GRACE in the environment
+ * overrides it. */
+#define LMF_COMM_ABORT_GRACE_S 30.0
 
 typedef struct lmf_comm lmf_comm;
 typedef struct lmf_comm_req lmf_comm_req;
