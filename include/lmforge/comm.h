@@ -124,8 +124,9 @@ int lmf_comm_allgather(lmf_comm *c, const void *send, void *recv, size_t chunk, 
 int lmf_comm_broadcast(lmf_comm *c, void *buf, size_t bytes, int root);
 int lmf_comm_barrier(lmf_comm *c);
 
-/* Tuning and tests: the most elements one MPI call carries (all-reduce and broadcast larger
- * than this are split into several MPI calls under one request). Default 1 << 30. */
+/* Tuning and tests: the most elements (bytes for broadcast) one MPI call carries; all-reduce
+ * and broadcast larger than this are split into several MPI calls under one request.
+ * Default and maximum 1 << 30; 0 means 1. */
 void lmf_comm_set_max_piece(lmf_comm *c, size_t elements);
 
 /* The MPI library's version line ("Open MPI v4.1.4, ..."), without initialising MPI. */
