@@ -34,6 +34,10 @@
 #define LMF_COMM_DEFAULT_TIMEOUT_S 1800.0
 /* Exit status of every rank when a collective times out (MPI_Abort's error code). */
 #define LMF_COMM_EXIT_TIMEOUT 14
+/* After that abort, a launcher (mpirun) still running this many seconds later is SIGKILLed (its
+ * teardown can deadlock; see docs/distributed.md). LMF_COMM_ABORT_GRACE in the environment
+ * overrides it. */
+#define LMF_COMM_ABORT_GRACE_S 30.0
 
 typedef struct lmf_comm lmf_comm;
 typedef struct lmf_comm_req lmf_comm_req;
@@ -120,8 +124,9 @@ int lmf_comm_allgather(lmf_comm *c, const void *send, void *recv, size_t chunk, 
 int lmf_comm_broadcast(lmf_comm *c, void *buf, size_t bytes, int root);
 int lmf_comm_barrier(lmf_comm *c);
 
-/* Tuning and tests: the most elements one MPI call carries (all-reduce and broadcast larger
- * than this are split into several MPI calls under one request). Default 1 << 30. */
+/* Tuning and tests: the most elements (bytes for broadcast) one MPI call carries; all-reduce
+ * and broadcast larger than this are split into several MPI calls under one request.
+ * Default and maximum 1 << 30; 0 means 1. */
 void lmf_comm_set_max_piece(lmf_comm *c, size_t elements);
 
 /* The MPI library's version line ("Open MPI v4.1.4, ..."), without initialising MPI. */

@@ -145,9 +145,9 @@ int lmf_comm_init(lmf_comm **world, const lmf_comm_options *opts) {
         return rc;
     }
     if (c->nodes > 1 && c->rank == 0 && c->timeout_s < 30)
-        lmf_warn("comm: ddp_timeout %.1f s on %d nodes: below mpirun's lost-node detection "
-                 "(OOB keepalive), a cut node can leave mpirun hanging in its own teardown "
-                 "(docs/distributed.md)",
+        lmf_warn("comm: ddp_timeout %.1f s on %d nodes is below mpirun's own lost-node "
+                 "detection: after a timeout on a cut node, mpirun can hang in its teardown "
+                 "until lmforge kills it (docs/distributed.md)",
                  c->timeout_s, c->nodes);
     *world = c;
     return 0;

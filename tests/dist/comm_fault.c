@@ -1,9 +1,10 @@
 /* A job with a failing rank, driven by test_comm_fault.sh: every rank loops over all-reduces
  * and barriers; at iteration 3 the victim rank either sleeps far beyond the timeout ("stuck"),
  * kills itself with SIGKILL ("kill"), or does the same inside a sub-communicator of the ranks
- * with its parity ("substuck"). "none" runs clean; "loop" runs 100 iterations 100 ms apart
+ * with its parity ("substuck"), or posts a broadcast where the others all-reduce ("mismatch").
+ * "none" runs clean; "loop" runs 100 iterations 100 ms apart
  * (for cutting a node's cable from outside). Usage:
- *   comm_fault stuck|kill|substuck|none|loop VICTIM TIMEOUT_S */
+ *   comm_fault stuck|kill|substuck|mismatch|none|loop VICTIM TIMEOUT_S */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,8 @@
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: comm_fault stuck|kill|substuck|none|loop VICTIM TIMEOUT_S\n");
+        fprintf(stderr,
+                "usage: comm_fault stuck|kill|substuck|mismatch|none|loop VICTIM TIMEOUT_S\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -37,6 +39,10 @@ int main(int argc, char **argv) {
         if (it == 3 && rank == victim) {
             fprintf(stderr, "comm_fault: rank %d: %s now\n", rank, mode);
             if (!strcmp(mode, "kill")) raise(SIGKILL);
+            if (!strcmp(mode, "mismatch")) { /* a broadcast where the others all-reduce */
+                lmf_comm_broadcast(c, x, 64, 0);
+                return 1;
+            }
             if (strcmp(mode, "none") && !loop) sleep(600);
         }
         if (lmf_comm_allreduce(c, x, n, LMF_F32, LMF_REDUCE_SUM) || lmf_comm_barrier(c)) {

@@ -64,5 +64,27 @@ grep -E "^lmforge:|lost communication|Remote daemon" "$out" | sed 's/^/    /'
 grep -q "${NETNS_CLUSTER_PREFIX}node1" "$out" || { echo "FAIL: node1 not named"; cat "$out"; fail=1; }
 "$NC" heal 1 >/dev/null 2>&1
 "$NC" reap >/dev/null 2>&1
+
+# 4. the same cut with ddp_timeout 3 s: lmforge's timeout fires first and names ranks 2,3;
+# mpirun's abort cannot reach node1's daemon and hangs, until the timed-out rank's watchdog
+# kills mpirun (LMF_COMM_ABORT_GRACE, here 5 s): exit 137.
+"$NC" up 2 >/dev/null 2>&1
+start=$(date +%s.%N)
+LMF_COMM_ABORT_GRACE=5 timeout -k 5 60 "$NC" mpirun --fail-fast -np 4 -x LMF_COMM_ABORT_GRACE \
+    "$B/tests/comm_fault" loop 3 3 >"$out" 2>&1 &
+job=$!
+sleep 2
+"$NC" fault 1 >/dev/null 2>&1
+cut=$(date +%s.%N)
+wait $job
+rc=$?
+el=$(echo "$(date +%s.%N) - $cut" | bc)
+echo "2 nodes, node1's cable cut, ddp_timeout 3 s: exit $rc, $el s after the cut"
+grep -E "^lmforge:" "$out" | sed 's/^/    /'
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: exit $rc"; cat "$out"; fail=1; }
+[ "$(echo "$el > 20" | bc)" = 0 ] || { echo "FAIL: took $el s after the cut (bound 20 s)"; fail=1; }
+grep -q "ranks 2,3 did not answer" "$out" || { echo "FAIL: ranks 2,3 not named"; cat "$out"; fail=1; }
+"$NC" heal 1 >/dev/null 2>&1
+"$NC" reap >/dev/null 2>&1
 [ $fail -eq 0 ] && echo "test_comm_multinode: all cases passed"
 exit $fail
