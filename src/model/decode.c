@@ -137,9 +137,9 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->attn_norm, n, C, c->rms_eps);
-        lmf_linear_apply(m, l, LMF_Q, b.xn, b.xn, b.q, n, w->bq, b.mid);
-        lmf_linear_apply(m, l, LMF_K, b.xn, b.xn, b.k, n, w->bk, b.mid);
-        lmf_linear_apply(m, l, LMF_V, b.xn, b.xn, b.v, n, w->bv, b.mid);
+        lmf_linear_apply(m, l, LMF_Q, b.xn, NULL, b.xn, b.q, n, w->bq, b.mid);
+        lmf_linear_apply(m, l, LMF_K, b.xn, NULL, b.xn, b.k, n, w->bk, b.mid);
+        lmf_linear_apply(m, l, LMF_V, b.xn, NULL, b.xn, b.v, n, w->bv, b.mid);
         if (c->qk_norm) {
             be->rmsnorm_fwd(b.q, NULL, b.q, w->q_norm, n * H, D, c->rms_eps);
             be->rmsnorm_fwd(b.k, NULL, b.k, w->k_norm, n * KVH, D, c->rms_eps);
@@ -149,13 +149,13 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         write_cache(kv, l, seqs, n_seqs, b.k, b.v);
         size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
         be->attn_paged(b.att, b.q, kv->k + layer_off, kv->v + layer_off, b.pseqs, n_seqs, &ps);
-        lmf_linear_apply(m, l, LMF_O, b.att, b.att, b.xn, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_O, b.att, NULL, b.att, b.xn, n, NULL, b.mid);
         be->add(b.x, b.xn, (size_t)n * C);
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->mlp_norm, n, C, c->rms_eps);
-        lmf_linear_apply(m, l, LMF_GATE, b.xn, b.xn, b.gate, n, NULL, b.mid);
-        lmf_linear_apply(m, l, LMF_UP, b.xn, b.xn, b.up, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_GATE, b.xn, NULL, b.xn, b.gate, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_UP, b.xn, NULL, b.xn, b.up, n, NULL, b.mid);
         be->swiglu_fwd(b.h, b.gate, b.up, (size_t)n * c->ffn);
-        lmf_linear_apply(m, l, LMF_DOWN, b.h, b.h, b.xn, n, NULL, b.mid);
+        lmf_linear_apply(m, l, LMF_DOWN, b.h, NULL, b.h, b.xn, n, NULL, b.mid);
         be->add(b.x, b.xn, (size_t)n * C);
     }
     /* Only the rows that want logits go through the final norm and lm_head. */
