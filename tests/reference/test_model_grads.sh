@@ -46,8 +46,8 @@ for pair in "qwen3:" "llama_lora:llama_lora"; do
 done
 # bf16 mixed precision against the f32 reference: bf16 rounds every GEMM input by up to 2^-9
 # relative, so the tolerances are those of bf16 (loss 1e-2, logits and gradients 5e-2 of the
-# tensor's largest entry), ~50x above float32's; the f32 fallback (LMF_NO_BF16=1) must meet
-# the float32 tolerances.
+# tensor's largest entry; measured worst 2.3e-2, a norm weight's gradient summed over every
+# token), ~50x above float32's; the f32 fallback (LMF_NO_BF16=1) must meet the float32 ones.
 check "llama: lmforge grads, bf16" "$TOOL" grads --model "$M/llama" --batch "$B" --bf16 1 --out "$WORK/llama.bf16.st"
 check "llama: bf16 grads vs f32 reference" "$LMF_PY" "$REF/compare.py" "$WORK/llama.bf16.st" "$WORK/llama.ref.st" --loss-tol 1e-2 --logits-tol 5e-2 --grad-tol 5e-2
 check "llama: lmforge grads, bf16 asked, LMF_NO_BF16=1" env LMF_NO_BF16=1 "$TOOL" grads --model "$M/llama" --batch "$B" --bf16 1 --out "$WORK/llama.nobf16.st"
