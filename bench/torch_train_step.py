@@ -53,9 +53,13 @@ def main():
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq))
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.autocast == "bf16" \
         else contextlib.nullcontext
-    times, loss = [], None
+    def cpu_seconds():
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    times, cpu, loss = [], 0.0, None
     for s in range(a.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         with ctx():
             out = model(input_ids=ids, labels=ids)
         out.loss.backward()
@@ -65,12 +69,14 @@ def main():
         loss = out.loss.item()
         if s:
             times.append(t)
+            cpu += cpu_seconds() - c0
     mean = sum(times) / len(times)
     print(json.dumps({"impl": "pytorch", "mode": a.mode, "autocast": a.autocast,
                       "ckpt": int(a.grad_ckpt), "threads": a.threads, "batch": a.batch,
                       "seq": a.seq, "ms_per_step": round(mean * 1e3, 1),
                       "best_ms": round(min(times) * 1e3, 1),
-                      "tokens_per_s": round(a.batch * a.seq / mean, 1), "loss": round(loss, 4),
+                      "tokens_per_s": round(a.batch * a.seq / mean, 1),
+                      "cpu_s_per_step": round(cpu / len(times), 2), "loss": round(loss, 4),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "torch": torch.__version__}))
 

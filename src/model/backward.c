@@ -1,6 +1,8 @@
 /* Backward pass: gradients of the mean loss for every trainable base parameter and every
  * LoRA parameter, from the activations the last forward kept. Frozen weights get no gradient
- * buffer and no weight-gradient GEMM; only the input gradients flow through them. */
+ * buffer and no weight-gradient GEMM; only the input gradients flow through them. In bf16
+ * mode the base linears' and lm_head's GEMMs take bf16 operands; with checkpointing each
+ * layer's activations are recomputed (lmf_layer_recompute) right before its backward. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

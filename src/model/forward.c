@@ -1,4 +1,6 @@
-/* Forward pass of the transformer over a batch, keeping the activations backward needs. */
+/* Forward pass of the transformer over a batch, keeping the activations backward needs: all
+ * of them, or with checkpointing each layer's input only (and the layer recompute backward
+ * calls). In bf16 mode the linears' and lm_head's inputs go to bf16 once per GEMM input. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
