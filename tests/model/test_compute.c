@@ -255,7 +255,8 @@ int main(void) {
         test_bf16_close(LMF_ARCH_QWEN3, cpu, 0.0f);
         test_bf16_close(LMF_ARCH_LLAMA, cpu, 0.1f);
     } else {
-        printf("test_compute: no AVX-512 BF16 on this CPU; cpu bf16 checks skipped\n");
+        printf("test_compute: no native bf16 on the cpu backend here (no AVX-512 BF16, or the "
+               "OpenBLAS build); cpu bf16 checks skipped\n");
     }
     test_bf16_cpu_vs_ref();
     test_bf16_fallback();
