@@ -152,6 +152,17 @@ static void test_xent_embed(const lmf_backend *cpu, const lmf_backend *ref) {
     CHECK_CLOSE(l1, l2, (size_t)n, 1e-5);
     CHECK_CLOSE(d1, d2, (size_t)n * V, 1e-5);
     CHECK(l1[1] == 0 && d1[V] == 0);
+    /* In place (dlogits == logits), as the model calls it: the same numbers. */
+    float *d3 = dup(z, (size_t)n * V), l3[9];
+    cpu->xent(l3, d3, d3, t, n, V, 0.25f);
+    CHECK(!memcmp(l3, l1, sizeof l1) && !memcmp(d3, d1, (size_t)n * V * 4));
+    free(d3);
+    /* Extreme logits: far below the max (underflow), a NaN logit poisons its row's loss. */
+    float zz[2 * 4] = {0, -200, 50, -1e30f, 1, 2, NAN, 3}, dd[8], ll[2];
+    int32_t tt[2] = {2, 3};
+    cpu->xent(ll, dd, zz, tt, 2, 4, 1.0f);
+    CHECK(fabsf(ll[0] - (logf(1 + expf(-50)) + 0)) < 1e-6 && dd[1] >= 0 && dd[1] < 1e-30f);
+    CHECK(isnan(ll[1]));
     int32_t ids[6] = {3, 1, 3, 0, 7, 3};
     float *tab = randn(8 * 16, 1), *e1 = malloc(6 * 16 * 4), *e2 = malloc(6 * 16 * 4);
     cpu->embed_fwd(e1, tab, ids, 6, 16);
