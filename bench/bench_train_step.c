@@ -1,12 +1,27 @@
-/* Forward + backward step time of lmforge on a preset model, printed as one JSON line so
- * bench/run.sh can set it beside PyTorch's figure for the same shapes and threads.
+/* Training step time of lmforge on a preset model (forward + backward + AdamW step), printed as
+ * one JSON line so bench/run.sh can set it beside PyTorch's figure for the same shapes and
+ * threads. --bf16 1 asks for bf16 mixed precision ("bf16" in the JSON says whether it ran),
+ * --ckpt 1 for activation checkpointing.
  * Usage: bench_train_step [--preset llama-110m] [--batch 4] [--seq 256] [--threads 2]
- *                         [--steps 5] [--mode full|lora] [--backend cpu|ref] */
+ *                         [--steps 5] [--mode full|lora] [--backend cpu|ref] [--bf16 0|1]
+ *                         [--ckpt 0|1] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "lmforge/model.h"
+#include "lmforge/optim.h"
+
+/* CPU seconds (user + system) this process used so far: on a shared, oversubscribed machine
+ * the work done is steadier than the wall time (run with OMP_WAIT_POLICY=passive so waiting
+ * threads do not spin). */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
 
 static const char *opt(int argc, char **argv, const char *name, const char *def) {
     for (int i = 1; i + 1 < argc; i++)
@@ -20,11 +35,14 @@ int main(int argc, char **argv) {
     int B = atoi(opt(argc, argv, "--batch", "4")), T = atoi(opt(argc, argv, "--seq", "256"));
     int threads = atoi(opt(argc, argv, "--threads", "2")),
         steps = atoi(opt(argc, argv, "--steps", "5"));
+    lmf_compute_options co = {.bf16 = atoi(opt(argc, argv, "--bf16", "0")),
+                              .grad_ckpt = atoi(opt(argc, argv, "--ckpt", "0"))};
     const lmf_backend *be = lmf_backend_by_name(opt(argc, argv, "--backend", "cpu"));
     lmf_compute_set_threads(threads);
     lmf_model_config cfg;
     lmf_model *m = NULL;
     lmf_lora *lora = NULL;
+    int lora_mode = !strcmp(mode, "lora");
     int rc = lmf_model_preset(&cfg, LMF_ARCH_LLAMA, preset);
     if (!rc) rc = lmf_model_create(&m, &cfg, be);
     if (rc) {
@@ -32,7 +50,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     lmf_model_init_random(m, 1);
-    if (!strcmp(mode, "lora")) {
+    if (lora_mode) {
         rc = lmf_lora_create(&lora, m, 8, 16, 0, (1u << LMF_N_LINEAR) - 1);
         if (!rc) {
             lmf_lora_init(lora, m, 1);
@@ -42,19 +60,38 @@ int main(int argc, char **argv) {
     } else {
         rc = lmf_model_enable_grads(m);
     }
+    if (!rc) rc = lmf_model_set_compute(m, &co);
+    /* AdamW over what is trained, as the trainer steps it (lr 1e-4, decay 0.01). */
+    lmf_opt_segment *segs = NULL;
+    int n_segs = 0;
+    lmf_adamw adam = {0};
+    float *params = lora_mode ? (lora ? lora->params : NULL) : m->params;
+    float *grads = lora_mode ? (lora ? lora->grads : NULL) : m->grads;
+    if (!rc)
+        rc =
+            lora_mode
+                ? lmf_opt_segments_from_params(lora->table, lora->n_params, NULL, &segs, &n_segs)
+                : lmf_opt_segments_from_params(m->table, m->n_params, m->trainable, &segs, &n_segs);
+    if (!rc) rc = lmf_adamw_init(&adam, lora_mode ? lora->numel : m->numel, 0.9, 0.999, 1e-8, 0.01);
     int32_t *ids = malloc(sizeof(int32_t) * B * T);
     lmf_rng rng;
     lmf_rng_seed(&rng, 7);
     for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(lmf_rng_u64(&rng) % cfg.vocab);
     lmf_batch b = {B, T, ids, ids, NULL, NULL};
-    double loss = 0, best = 1e30, total = 0;
+    double loss = 0, best = 1e30, total = 0, cpu = 0;
     for (int s = 0; s <= steps && !rc; s++) {
-        double t0 = lmf_time_sec();
+        double t0 = lmf_time_sec(), c0 = cpu_seconds();
         rc = lmf_model_forward(m, &b, 1, &loss, NULL, NULL, NULL);
         if (!rc) rc = lmf_model_backward(m);
+        if (!rc) rc = lmf_adamw_step(&adam, params, grads, segs, n_segs, 1e-4);
+        if (!rc && !lora_mode) lmf_model_weights_changed(m);
+        if (lora_mode)
+            lmf_lora_zero_grads(lora);
+        else
+            lmf_model_zero_grads(m);
         double t = lmf_time_sec() - t0;
         if (s == 0) continue; /* warm-up step: first-touch of activations */
-        total += t;
+        total += t, cpu += cpu_seconds() - c0;
         if (t < best) best = t;
     }
     if (rc) {
@@ -62,12 +99,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     double mean = total / steps;
-    printf("{\"impl\": \"lmforge\", \"mode\": \"%s\", \"threads\": %d, \"batch\": %d, \"seq\": %d, "
-           "\"ms_per_step\": %.1f, \"best_ms\": %.1f, \"tokens_per_s\": %.1f, \"loss\": %.4f, "
-           "\"peak_rss_mb\": %.0f, \"gemm\": \"%s\"}\n",
-           mode, threads, B, T, mean * 1e3, best * 1e3, B * T / mean, loss,
-           lmf_peak_rss_bytes() / 1048576.0, lmf_gemm_library());
+    printf("{\"impl\": \"lmforge\", \"mode\": \"%s\", \"bf16\": %d, \"ckpt\": %d, \"threads\": %d, "
+           "\"batch\": %d, \"seq\": %d, \"ms_per_step\": %.1f, \"best_ms\": %.1f, "
+           "\"tokens_per_s\": %.1f, \"cpu_s_per_step\": %.2f, \"loss\": %.4f, "
+           "\"peak_rss_mb\": %.0f, \"act_mb\": %.0f, \"gemm\": \"%s\"}\n",
+           mode, m->bf16, m->grad_ckpt, threads, B, T, mean * 1e3, best * 1e3, B * T / mean,
+           cpu / steps, loss, lmf_peak_rss_bytes() / 1048576.0,
+           lmf_model_activation_bytes(m) / 1048576.0, lmf_gemm_library());
     free(ids);
+    free(segs);
+    lmf_adamw_free(&adam);
     lmf_lora_free(lora);
     lmf_model_free(m);
     return 0;

@@ -1,6 +1,7 @@
 #!/bin/sh
 # make bench: lmforge against PyTorch (transformers) on the same shapes and threads, side by
-# side in one script, plus the GEMM library comparison. Usage: bench/run.sh BUILD_DIR
+# side in one script, plus the GEMM library comparison and the LoRA SFT table (lora_sft.sh).
+# Usage: bench/run.sh BUILD_DIR
 set -eu
 BUILD=${1:-build}
 PY=${LMF_PY:-.venv/bin/python}
@@ -24,9 +25,9 @@ echo
 echo "== GEMM libraries on our shapes =="
 "$BUILD/bench/bench_gemm" "$THREADS" 1024
 
-for mode in full lora; do
+for mode in full; do
     echo
-    echo "== forward+backward, llama-110m, batch 4 x 256, $THREADS threads, f32, $mode =="
+    echo "== training step (fwd+bwd+AdamW), llama-110m, batch 4 x 256, $THREADS threads, f32, $mode =="
     ours=$("$BUILD/bench/bench_train_step" --preset llama-110m --batch 4 --seq 256 --threads "$THREADS" --steps "$STEPS" --mode $mode)
     ref=$("$PY" bench/torch_train_step.py --preset llama-110m --batch 4 --seq 256 --threads "$THREADS" --steps "$STEPS" --mode $mode)
     echo "$ours"
@@ -41,3 +42,6 @@ print(f"ratio lmforge/pytorch tokens/s: {o['tokens_per_s'] / r['tokens_per_s']:.
       f"(target >= 1.0x); memory ratio {o['peak_rss_mb'] / r['peak_rss_mb']:.2f}x")
 PYEOF
 done
+
+echo
+sh bench/lora_sft.sh "$BUILD"

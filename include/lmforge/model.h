@@ -129,6 +129,16 @@ typedef struct lmf_model {
     void *step_block;  /* inference scratch, grown on demand */
     size_t step_bytes;
     uint16_t *infer_bf16; /* bf16 copy of params read by lmf_model_step (same offsets); NULL: f32 */
+    /* Compute mode (lmf_model_set_compute). bf16 is the effective mode: 0 after a fallback. */
+    int bf16, grad_ckpt;
+    uint16_t *wbf;      /* bf16 copies of every layer's seven linears and of lm_head, one block */
+    uint16_t **wbf_lin; /* [layer * LMF_N_LINEAR + id] -> (out, in) slice of wbf */
+    uint16_t *wbf_head; /* (V, C) */
+    int wbf_stale;      /* copies out of date: refreshed by the next forward */
+    /* Called by lmf_model_backward after layer l's gradients (base and LoRA) are complete,
+     * layers descending (DDP starts all-reducing their buckets meanwhile); NULL: none. */
+    void (*grad_hook)(void *user, int layer);
+    void *grad_hook_user;
 } lmf_model;
 
 /* A batch of B rows of T tokens. labels follow Hugging Face (unshifted, -100 ignored): the
@@ -167,6 +177,36 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
 /* Backward for the last forward (want_grad): adds d(loss)/d(param) into the enabled
  * gradients (base and/or LoRA). */
 int lmf_model_backward(lmf_model *m);
+
+/* ---- compute options: mixed precision and activation checkpointing (training passes) ---- */
+
+typedef struct lmf_compute_options {
+    /* bf16 mixed precision (HF `bf16: true`): in lmf_model_forward/backward the big matmuls
+     * (the seven linears of every layer forward and backward, and lm_head) take bfloat16
+     * inputs and accumulate in float32. Master weights, gradients, optimizer state, LoRA
+     * weights and the LoRA matmuls, norms, attention and the loss stay float32. The frozen
+     * weights' bf16 copies are made once and reused; see lmf_model_weights_changed. */
+    int bf16;
+    /* Per-layer activation checkpointing (HF `gradient_checkpointing: true`): forward keeps
+     * only each layer's input; backward recomputes a layer's forward (with the same LoRA
+     * dropout masks) right before its backward. Gradients are bit-identical to the plain
+     * path; activation memory drops from ~L layer sets to one set plus L inputs, for about
+     * one extra forward of compute. */
+    int grad_ckpt;
+} lmf_compute_options;
+
+/* Sets the compute mode for the following training passes (the inference step,
+ * lmf_model_step, stays float32). When bf16 is asked for but the backend cannot do it
+ * natively here (a CPU without AVX-512 BF16, an OpenBLAS build, or LMF_NO_BF16=1) the model
+ * computes in float32 and one notice saying why is logged; m->bf16 tells the mode in effect.
+ * Returns 0, or LMF_ENOMEM when the bf16 weight copies cannot be allocated. */
+int lmf_model_set_compute(lmf_model *m, const lmf_compute_options *o);
+/* Tells the model its float32 weights changed (after each optimizer step of full or freeze
+ * fine-tuning, after lmf_lora_merge, after editing m->params by hand), so the next forward
+ * refreshes the bf16 copies. Cheap to call; a no-op outside bf16 mode. */
+void lmf_model_weights_changed(lmf_model *m);
+/* Bytes of the activation block the last forward used (0 before any forward). */
+size_t lmf_model_activation_bytes(const lmf_model *m);
 
 /* ---- inference: a decode step over a paged KV cache ---- */
 

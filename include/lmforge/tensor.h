@@ -3,8 +3,8 @@
  * buffers the backend allocated, so a CUDA backend (cuBLAS + own kernels) plugs in as another
  * table without model changes. Two CPU tables exist: "cpu" (GEMM library + OpenMP/AVX-512
  * kernels) and "ref" (plain C, the oracle each fast kernel is tested against).
- * All matrices are row-major float32; weights are stored as Hugging Face stores them,
- * (out_features, in_features), so a linear layer is y = x W^T. */
+ * All matrices are row-major float32 (bf16 GEMM operands excepted); weights are stored as
+ * Hugging Face stores them, (out_features, in_features), so a linear layer is y = x W^T. */
 #ifndef LMFORGE_TENSOR_H
 #define LMFORGE_TENSOR_H
 
@@ -63,6 +63,17 @@ typedef struct lmf_backend {
     void (*gemm)(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+    /* Mixed precision: the same GEMM with A and B in bfloat16 (lmf_f32_to_bf16 bit patterns),
+     * products accumulated in float32 into the float32 C. */
+    void (*gemm_bf16)(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A,
+                      int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
+    /* dst[i] = lmf_f32_to_bf16(src[i]) (round to nearest even, NaN kept), bit for bit. */
+    void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
+    /* Non-zero when bf16 compute is worth using on this backend here: for cpu, the CPU has
+     * AVX-512 BF16 and oneDNN is linked; the ref backend always can. Both answer 0 when the
+     * environment variable LMF_NO_BF16 is set (to anything but "" or "0"). */
+    int (*has_bf16)(void);
+
     /* out[i, :] = table[ids[i], :]; C columns. */
     void (*embed_fwd)(float *out, const float *table, const int32_t *ids, int n, int C);
     /* dtable[ids[i], :] += dout[i, :] (serial over i: duplicate ids accumulate). */
@@ -119,6 +130,11 @@ const lmf_backend *lmf_backend_cpu(void);
 const lmf_backend *lmf_backend_ref(void);
 /* "cpu" or "ref"; NULL if unknown. */
 const lmf_backend *lmf_backend_by_name(const char *name);
+
+/* cpuid: AVX-512 BF16 (vdpbf16ps) present and its register state enabled by the OS. */
+int lmf_cpu_has_avx512_bf16(void);
+/* Non-zero when the environment variable LMF_NO_BF16 is set to anything but "" or "0". */
+int lmf_bf16_disabled_by_env(void);
 
 /* Sets the one thread pool (OpenMP, and the GEMM library on the same pool). */
 void lmf_compute_set_threads(int n);

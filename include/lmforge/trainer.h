@@ -48,6 +48,8 @@ typedef struct lmf_train_options {
      * writes. NULL: one process. */
     lmf_comm *comm;
     size_t ddp_bucket_bytes;
+    int bf16;      /* bf16 matrix inputs, f32 master weights (lmf_model_set_compute) */
+    int grad_ckpt; /* gradient_checkpointing: recompute each layer in backward */
 } lmf_train_options;
 
 /* Runs the whole training (or, with do_train 0 and do_eval 1, an evaluation); the message of

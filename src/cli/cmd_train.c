@@ -104,6 +104,8 @@ int lmf_cmd_train(int argc, char **argv) {
             .resume_from_checkpoint = lmf_config_str(&c, "resume_from_checkpoint"),
             .comm = lmf_comm_size(comm) > 1 ? comm : NULL,
             .ddp_bucket_bytes = (size_t)lmf_config_int(&c, "ddp_bucket_cap_mb") << 20,
+            .bf16 = lmf_config_bool(&c, "bf16"),
+            .grad_ckpt = lmf_config_bool(&c, "gradient_checkpointing"),
         };
         rc = lmf_train_run(&o);
         if (rc) lmf_error_prefix(rc, "%s", c.path);

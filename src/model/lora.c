@@ -445,4 +445,5 @@ void lmf_lora_merge(const lmf_lora *l, lmf_model *m) {
             m->be->gemm(0, 0, out, in, l->r, l->scale, l->B[k], l->r, l->A[k], in, 1.0f,
                         m->w.layers[layer].w[id], in);
         }
+    lmf_model_weights_changed(m);
 }

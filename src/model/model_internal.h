@@ -8,14 +8,25 @@
 void lmf_linear_shape(const lmf_model_config *c, lmf_linear_id id, int *out, int *in);
 void lmf_model_free_acts(lmf_model *m);
 /* y = x W^T (+ bias) (+ scale * (xd A^T) B^T when the linear has an adapter, with the
- * adapter's (n, r) intermediate left in mid). xd is x, or x after dropout while training. */
-void lmf_linear_apply(const lmf_model *m, int l, lmf_linear_id id, const float *x, const float *xd,
-                      float *y, int n, const float *bias, float *mid);
+ * adapter's (n, r) intermediate left in mid). xd is x, or x after dropout while training.
+ * xb non-NULL: x already in bf16, and the base GEMM runs in bf16 on the cached weight copy.
+ * y NULL: only the adapter's intermediate (checkpoint recompute of a layer's last linear). */
+void lmf_linear_apply(const lmf_model *m, int l, lmf_linear_id id, const float *x,
+                      const uint16_t *xb, const float *xd, float *y, int n, const float *bias,
+                      float *mid);
+/* compute.c: makes the bf16 weight copies current (bf16 mode, before a forward). */
+void lmf_model_refresh_bf16(lmf_model *m);
+void lmf_model_free_compute(lmf_model *m);
+/* forward.c: recomputes layer l's saved activations from its kept input (checkpointing),
+ * with the LoRA dropout masks the forward pass drew. */
+void lmf_layer_recompute(lmf_model *m, int l);
 
 #endif
 
 /* Activations a forward pass keeps for backward, one set per layer; all slices of one
  * backend allocation sized for n = B*T tokens. */
+/* With checkpointing every layer's pointers but x_in name one shared set, refilled by
+ * lmf_layer_recompute before the layer's backward. */
 typedef struct lmf_layer_acts {
     float *x_in;                   /* (n, C) residual stream entering the layer */
     float *xn1, *rstd1;            /* (n, C), (n): input RMSNorm */
@@ -31,7 +42,8 @@ typedef struct lmf_layer_acts {
 } lmf_layer_acts;
 
 struct lmf_acts {
-    int n, B, T, lora_r, lora_dropout;
+    int n, B, T, lora_r, lora_dropout, bf16, ckpt;
+    size_t bytes; /* size of block */
     unsigned lora_targets;
     int want_grad;
     int64_t n_targets;
@@ -41,6 +53,10 @@ struct lmf_acts {
     float *xnf, *rstdf;     /* final norm */
     float *logits, *losses; /* (n, V), (n); logits become dlogits when want_grad */
     int32_t *ids, *targets, *pos, *seg;
+    lmf_rng *rng_at; /* (layers) LoRA dropout stream entering each layer (ckpt + dropout) */
+    uint16_t *xb;    /* bf16 mode: (n, max(C, F, H*D)) a GEMM input in bf16 */
+    uint16_t *dyb;   /* bf16 mode: an output gradient in bf16, or rows of dlogits */
+    int head_rows;   /* rows of dlogits that fit in dyb */
     /* backward scratch */
     float *dx, *dxn, *dq, *dk, *dv, *datt, *dgate, *dup, *dh, *dmid, *scratch;
 };

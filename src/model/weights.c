@@ -179,6 +179,7 @@ void lmf_model_init_random(lmf_model *m, uint64_t seed) {
 void lmf_model_free(lmf_model *m) {
     if (!m) return;
     lmf_model_free_acts(m);
+    lmf_model_free_compute(m);
     if (m->step_block) m->be->free(m->step_block);
     if (m->infer_bf16) m->be->free(m->infer_bf16);
     if (m->params) m->be->free(m->params);

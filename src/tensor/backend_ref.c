@@ -23,6 +23,29 @@ static void ref_gemm(int ta, int tb, int M, int N, int K, float alpha, const flo
         }
 }
 
+static void ref_gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A,
+                          int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++) {
+                uint16_t a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                uint16_t b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                acc += (double)lmf_bf16_to_f32(a) * lmf_bf16_to_f32(b);
+            }
+            float *c = &C[(size_t)i * ldc + j];
+            *c = (float)(alpha * acc + (beta == 0 ? 0 : beta * *c));
+        }
+}
+
+static void ref_to_bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = lmf_f32_to_bf16(src[i]);
+}
+
+static int ref_has_bf16(void) {
+    return !lmf_bf16_disabled_by_env();
+}
+
 static void ref_embed_fwd(float *out, const float *table, const int32_t *ids, int n, int C) {
     for (int i = 0; i < n; i++)
         memcpy(out + (size_t)i * C, table + (size_t)ids[i] * C, sizeof(float) * C);
@@ -254,6 +277,9 @@ static const lmf_backend ref_backend = {
     .zero = lmf_host_zero,
     .copy = lmf_host_copy,
     .gemm = ref_gemm,
+    .gemm_bf16 = ref_gemm_bf16,
+    .to_bf16 = ref_to_bf16,
+    .has_bf16 = ref_has_bf16,
     .embed_fwd = ref_embed_fwd,
     .embed_bwd = ref_embed_bwd,
     .rmsnorm_fwd = ref_rmsnorm_fwd,

@@ -145,6 +145,7 @@ int trainer_load_checkpoint(trainer *t, const char *dir, lmf_sampler *smp) {
         free(p);
     }
     if (!rc) rc = lmf_sampler_restore(smp, st.sampler, dir);
+    lmf_model_weights_changed(t->m); /* base weights may have been restored */
     if (!rc) {
         t->step = st.step, t->consumed = st.consumed, t->tokens = st.tokens;
         t->loss_acc = st.loss_acc, t->loss_total = st.loss_total;

@@ -64,6 +64,8 @@ static int setup_model(trainer *t) {
     const lmf_train_options *o = t->o;
     int rc = lmf_model_load(&t->m, o->model_dir, lmf_backend_cpu());
     if (rc) return rc;
+    lmf_compute_options co = {o->bf16, o->grad_ckpt};
+    if ((rc = lmf_model_set_compute(t->m, &co))) return rc;
     if (!strcmp(o->finetuning_type, "lora")) {
         if (o->adapter_dir) {
             rc = lmf_lora_load(&t->lora, t->m, o->adapter_dir);
@@ -89,6 +91,7 @@ static int setup_model(trainer *t) {
             rc = lmf_model_enable_grads(t->m);
             if (!rc) rc = lmf_lora_match_modules(t->m, mods, t->m->trainable);
         }
+        lmf_model_weights_changed(t->m); /* an adapter's modules_to_save replaced base weights */
         return rc;
     }
     if (!strcmp(o->finetuning_type, "full")) return lmf_model_enable_grads(t->m);
@@ -104,6 +107,15 @@ static int64_t steps_per_epoch(const trainer *t) {
 
 static double epoch_of(const trainer *t) {
     return (double)t->consumed / (double)t->train.n;
+}
+
+/* Backward hook on the synchronised micro-batch: the buckets of finished layers start their
+ * all-reduce while earlier layers are still being differentiated. */
+static void ddp_layer_done(void *user, int layer) {
+    trainer *t = user;
+    for (int g = 0; g < t->n_groups; g++)
+        if (t->groups[g].layer_start[layer] >= 0)
+            lmf_ddp_ready_from(t->groups[g].ddp, (size_t)t->groups[g].layer_start[layer]);
 }
 
 /* One optimizer step: grad_accum micro-batches, gradients averaged over all their targets,
@@ -210,7 +222,9 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
         t->m->loss_denom = 1.0;
         double mean = 0;
         int rc = lmf_model_forward(t->m, &b, 1, &mean, &nt, NULL, NULL);
+        t->m->grad_hook = sync ? ddp_layer_done : NULL, t->m->grad_hook_user = t;
         if (!rc) rc = lmf_model_backward(t->m);
+        t->m->grad_hook = NULL;
         for (int g = 0; g < t->n_groups && sync && !rc; g++) rc = lmf_ddp_finish(t->groups[g].ddp);
         if (rc) return rc;
         loss_sum += mean * (double)nt;
@@ -244,6 +258,7 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
     for (int g = 0; g < t->n_groups && !rc; g++) {
         param_group *pg = &t->groups[g];
         rc = lmf_adamw_step(&pg->opt, pg->params, pg->grads, pg->segs, pg->n_segs, *lr);
+        if (pg->params == t->m->params) lmf_model_weights_changed(t->m); /* bf16 copies */
     }
     return rc;
 }

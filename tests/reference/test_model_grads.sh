@@ -36,6 +36,23 @@ grads qwen3_lora "$M/qwen3" "$M/qwen3_lora"
 check "make adapter (qwen2, subset)" "$TOOL" make-adapter --model "$M/qwen2" --out "$M/qwen2_lora" --r 4 --alpha 4 --targets v_proj,gate_proj --seed 9
 grads qwen2_lora "$M/qwen2" "$M/qwen2_lora"
 
+# Activation checkpointing against the same references, same tolerances (it is bit-identical
+# to the plain path in tests/model/test_compute.c; here it meets transformers directly).
+for pair in "qwen3:" "llama_lora:llama_lora"; do
+    name=${pair%%:*} adapter=${pair#*:}
+    model=$M/${name%_lora}
+    check "$name: lmforge grads, gradient checkpointing" "$TOOL" grads --model "$model" --batch "$B" ${adapter:+--adapter "$M/$adapter"} --grad-ckpt 1 --out "$WORK/$name.ckpt.st"
+    check "$name: checkpointed grads vs reference" "$LMF_PY" "$REF/compare.py" "$WORK/$name.ckpt.st" "$WORK/$name.ref.st" --loss-tol 1e-4 --logits-tol 1e-4 --grad-tol 1e-3
+done
+# bf16 mixed precision against the f32 reference: bf16 rounds every GEMM input by up to 2^-9
+# relative, so the tolerances are those of bf16 (loss 1e-2, logits and gradients 5e-2 of the
+# tensor's largest entry; measured worst 2.3e-2, a norm weight's gradient summed over every
+# token), ~50x above float32's; the f32 fallback (LMF_NO_BF16=1) must meet the float32 ones.
+check "llama: lmforge grads, bf16" "$TOOL" grads --model "$M/llama" --batch "$B" --bf16 1 --out "$WORK/llama.bf16.st"
+check "llama: bf16 grads vs f32 reference" "$LMF_PY" "$REF/compare.py" "$WORK/llama.bf16.st" "$WORK/llama.ref.st" --loss-tol 1e-2 --logits-tol 5e-2 --grad-tol 5e-2
+check "llama: lmforge grads, bf16 asked, LMF_NO_BF16=1" env LMF_NO_BF16=1 "$TOOL" grads --model "$M/llama" --batch "$B" --bf16 1 --out "$WORK/llama.nobf16.st"
+check "llama: bf16 fallback grads vs reference (f32 tolerances)" "$LMF_PY" "$REF/compare.py" "$WORK/llama.nobf16.st" "$WORK/llama.ref.st" --loss-tol 1e-4 --logits-tol 1e-4 --grad-tol 1e-3
+
 # The comparison must catch a wrong gradient: scale one by 1% on purpose.
 LMF_TEST_PERTURB_GRAD=model.layers.1.self_attn.k_proj.weight "$TOOL" grads --model "$M/qwen2" --batch "$B" --out "$WORK/perturbed.st" > /dev/null 2>&1
 check_fails "compare detects a 1% error in one gradient" "$LMF_PY" "$REF/compare.py" "$WORK/perturbed.st" "$WORK/qwen2.ref.st"

@@ -41,6 +41,70 @@ static void test_gemm(const lmf_backend *cpu, const lmf_backend *ref) {
         }
 }
 
+static uint16_t *bf16_of(const float *x, size_t n) {
+    uint16_t *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++) y[i] = lmf_f32_to_bf16(x[i]);
+    return y;
+}
+
+/* bf16 GEMM: cpu (oneDNN matmul) against the reference on the same bf16 operands. Products of
+ * two bf16 values are exact in float32, so the two differ only by float32 accumulation order:
+ * 1e-5 of the largest entry. Against sgemm on the unrounded inputs the difference must be of
+ * bf16's size (~2^-9 per input), which shows the cpu kernel really rounds its inputs. */
+static void test_gemm_bf16(const lmf_backend *cpu, const lmf_backend *ref) {
+    const int shapes[][3] = {{37, 29, 53}, {64, 96, 128}, {1, 300, 257}, {130, 7, 1000}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                float *A = randn((size_t)M * K, 1), *B = randn((size_t)K * N, 1),
+                      *C1 = randn((size_t)M * N, 1), *C2 = dup(C1, (size_t)M * N),
+                      *C3 = dup(C1, (size_t)M * N);
+                uint16_t *Ab = bf16_of(A, (size_t)M * K), *Bb = bf16_of(B, (size_t)K * N);
+                int lda = ta ? M : K, ldb = tb ? K : N;
+                float beta = si % 2 ? 1.0f : 0.0f, alpha = si == 2 ? 1.0f : 0.5f;
+                cpu->gemm_bf16(ta, tb, M, N, K, alpha, Ab, lda, Bb, ldb, beta, C1, N);
+                ref->gemm_bf16(ta, tb, M, N, K, alpha, Ab, lda, Bb, ldb, beta, C2, N);
+                ref->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C3, N);
+                double e = test_max_rel(C1, C2, (size_t)M * N),
+                       r = test_max_rel(C1, C3, (size_t)M * N);
+                CHECK_MSG(e < 1e-5, "bf16 gemm %dx%dx%d ta=%d tb=%d: cpu vs ref rel err %.3g", M, N,
+                          K, ta, tb, e);
+                CHECK_MSG(r > 1e-4 && r < 3e-2,
+                          "bf16 gemm %dx%dx%d: vs f32 of the unrounded inputs rel %.3g", M, N, K,
+                          r);
+                free(A), free(B), free(C1), free(C2), free(C3), free(Ab), free(Bb);
+            }
+    /* to_bf16 is bit-exact with lmf_f32_to_bf16, specials and rounding ties included. */
+    size_t n = 100003;
+    float *x = randn(n, 3);
+    const uint32_t special[] = {0x7fc00000, 0x7f800001, 0xffc00001, 0x7f800000, 0xff800000,
+                                0x00000001, 0x80000001, 0x007fffff, 0x3f808000, 0x3f818000,
+                                0x3f80ffff, 0x7f7fffff, 0x00000000, 0x80000000};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++) memcpy(&x[i], &special[i], 4);
+    uint16_t *b1 = malloc(n * 2), *b2 = malloc(n * 2), *b3 = bf16_of(x, n);
+    cpu->to_bf16(b1, x, n);
+    ref->to_bf16(b2, x, n);
+    CHECK(memcmp(b1, b3, n * 2) == 0 && memcmp(b2, b3, n * 2) == 0);
+    CHECK(b3[0] == 0x7fc0 && (b3[1] & 0x7fc0) == 0x7fc0 && b3[3] == 0x7f80 && b3[8] == 0x3f80 &&
+          b3[9] == 0x3f82);
+    free(x), free(b1), free(b2), free(b3);
+    /* LMF_NO_BF16 turns bf16 compute off on both backends; the cpu one otherwise needs the
+     * CPU's AVX-512 BF16 (and oneDNN: the OpenBLAS build says no). */
+    CHECK(ref->has_bf16() && cpu->has_bf16() <= lmf_cpu_has_avx512_bf16());
+#if defined(LMF_GEMM_DNNL)
+    CHECK(cpu->has_bf16() == lmf_cpu_has_avx512_bf16());
+#endif
+    setenv("LMF_NO_BF16", "1", 1);
+    CHECK(!ref->has_bf16() && !cpu->has_bf16());
+    setenv("LMF_NO_BF16", "0", 1);
+    CHECK(ref->has_bf16());
+    unsetenv("LMF_NO_BF16");
+    printf("test_kernels: AVX-512 BF16 %s; cpu bf16 gemm %s\n",
+           lmf_cpu_has_avx512_bf16() ? "present" : "absent",
+           cpu->has_bf16() ? "native" : "through float32");
+}
+
 static void test_norm_rope_swiglu(const lmf_backend *cpu, const lmf_backend *ref) {
     int n = 33, C = 80;
     float *x = randn(n * C, 1), *w = randn(C, 1), *dy = randn(n * C, 1);
@@ -88,6 +152,17 @@ static void test_xent_embed(const lmf_backend *cpu, const lmf_backend *ref) {
     CHECK_CLOSE(l1, l2, (size_t)n, 1e-5);
     CHECK_CLOSE(d1, d2, (size_t)n * V, 1e-5);
     CHECK(l1[1] == 0 && d1[V] == 0);
+    /* In place (dlogits == logits), as the model calls it: the same numbers. */
+    float *d3 = dup(z, (size_t)n * V), l3[9];
+    cpu->xent(l3, d3, d3, t, n, V, 0.25f);
+    CHECK(!memcmp(l3, l1, sizeof l1) && !memcmp(d3, d1, (size_t)n * V * 4));
+    free(d3);
+    /* Extreme logits: far below the max (underflow), a NaN logit poisons its row's loss. */
+    float zz[2 * 4] = {0, -200, 50, -1e30f, 1, 2, NAN, 3}, dd[8], ll[2];
+    int32_t tt[2] = {2, 3};
+    cpu->xent(ll, dd, zz, tt, 2, 4, 1.0f);
+    CHECK(fabsf(ll[0] - (logf(1 + expf(-50)) + 0)) < 1e-6 && dd[1] >= 0 && dd[1] < 1e-30f);
+    CHECK(isnan(ll[1]));
     int32_t ids[6] = {3, 1, 3, 0, 7, 3};
     float *tab = randn(8 * 16, 1), *e1 = malloc(6 * 16 * 4), *e2 = malloc(6 * 16 * 4);
     cpu->embed_fwd(e1, tab, ids, 6, 16);
@@ -180,6 +255,7 @@ int main(void) {
     lmf_compute_set_threads(2);
     const lmf_backend *cpu = lmf_backend_cpu(), *ref = lmf_backend_ref();
     test_gemm(cpu, ref);
+    test_gemm_bf16(cpu, ref);
     test_norm_rope_swiglu(cpu, ref);
     test_xent_embed(cpu, ref);
     test_attention(cpu, ref);

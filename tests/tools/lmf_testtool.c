@@ -1,6 +1,7 @@
 /* lmf-testtool: test-only commands that expose model internals to the reference scripts in
  * tests/reference/ (Hugging Face transformers / peft on the same folder and batch).
  *   grads --model DIR --batch FILE --out FILE [--adapter DIR] [--backend cpu|ref]
+ *         [--grad-ckpt 0|1] [--bf16 0|1]   (lmf_model_set_compute)
  *         writes loss, logits and "grad/<name>" for every trainable parameter
  *         (LMF_TEST_PERTURB_GRAD=name scales one gradient by 1.01, to prove the comparison
  *         catches a wrong gradient)
@@ -78,6 +79,9 @@ static int cmd_grads(int argc, char **argv) {
     } else if ((rc = lmf_model_enable_grads(m))) {
         return rc;
     }
+    lmf_compute_options co = {.bf16 = atoi(arg(argc, argv, "--bf16", "0")),
+                              .grad_ckpt = atoi(arg(argc, argv, "--grad-ckpt", "0"))};
+    if ((rc = lmf_model_set_compute(m, &co))) return rc;
     int V = m->cfg.vocab;
     float *logits = malloc(sizeof(float) * B * T * V);
     lmf_batch b = {B, T, ids, labels, pos, seg};
