@@ -7,18 +7,39 @@
 #include <stdlib.h>
 
 #include "lmforge/comm.h"
+#include "lmforge/core.h"
 #include "lmforge/error.h"
+#include "lmforge/json.h"
 #include "lmforge/trainer.h"
 
 /* Keys this build reads but cannot honour yet: refuse them rather than silently ignore. */
 static int refuse_unavailable(const lmf_config *c) {
-    static const char *keys[] = {"deepspeed", "quantization_bit"};
+    static const char *keys[] = {"quantization_bit"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (lmf_config_is_set(c, keys[i]))
             return lmf_errorf(LMF_EUNSUPPORTED, "%s: %s is not available in this build yet",
                               c->path, keys[i]);
     if (lmf_config_bool(c, "fp16"))
         return lmf_errorf(LMF_EUNSUPPORTED, "%s: fp16 needs a GPU; on CPU use bf16: true", c->path);
+    return 0;
+}
+
+/* deepspeed: a ZeRO JSON. One process has nothing to shard: accepted with a notice. Several
+ * ranks would need ZeRO sharding, which this build does not have yet: refused rather than
+ * silently trained as DDP. */
+static int check_deepspeed(const lmf_config *c, int world) {
+    const char *path = lmf_config_str(c, "deepspeed");
+    if (!path) return 0;
+    cJSON *j = NULL;
+    int rc = lmf_json_load(path, &j);
+    cJSON_Delete(j);
+    if (rc) return lmf_error_prefix(rc, "%s: deepspeed", c->path);
+    if (world > 1)
+        return lmf_errorf(LMF_EUNSUPPORTED,
+                          "%s: deepspeed (ZeRO sharding) is not available yet; without the "
+                          "deepspeed key the %d ranks train data-parallel (DDP)",
+                          c->path, world);
+    lmf_info("deepspeed %s: one process, nothing to shard (ZeRO applies across ranks)", path);
     return 0;
 }
 
@@ -39,6 +60,9 @@ int lmf_cmd_train(int argc, char **argv) {
     if (!rc) {
         /* Ranks other than 0 keep quiet unless something is wrong. */
         if (lmf_comm_rank(comm) != 0 && !getenv("LMF_LOG")) setenv("LMF_LOG", "warn", 1);
+        rc = check_deepspeed(&c, lmf_comm_size(comm));
+    }
+    if (!rc) {
         lmf_cli_threads_from_config(&c);
         const char *stage = lmf_config_str(&c, "stage");
         int rank = (int)lmf_config_int(&c, "lora_rank");
