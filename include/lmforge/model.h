@@ -190,6 +190,7 @@ typedef struct lmf_compute_options {
  * lmf_model_step, stays float32). When bf16 is asked for but the backend cannot do it
  * natively here (a CPU without AVX-512 BF16, an OpenBLAS build, or LMF_NO_BF16=1) the model
  * computes in float32 and one notice saying why is logged; m->bf16 tells the mode in effect.
+ * A change of mode drops the kept activations (a pending backward then fails cleanly).
  * Returns 0, or LMF_ENOMEM when the bf16 weight copies cannot be allocated. */
 int lmf_model_set_compute(lmf_model *m, const lmf_compute_options *o);
 /* Tells the model its float32 weights changed (after each optimizer step of full or freeze
