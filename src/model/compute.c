@@ -56,13 +56,15 @@ static int alloc_bf16(lmf_model *m) {
 }
 
 int lmf_model_set_compute(lmf_model *m, const lmf_compute_options *o) {
-    int want = o && o->bf16;
-    m->grad_ckpt = o && o->grad_ckpt;
+    int want = o && o->bf16, ckpt = o && o->grad_ckpt;
     const char *why = want ? bf16_unavailable(m) : NULL;
     if (why) {
         lmf_warn("bf16: %s; computing in float32", why);
         want = 0;
     }
+    /* Activations laid out for the old mode cannot serve a backward in the new one. */
+    if (want != m->bf16 || ckpt != m->grad_ckpt) lmf_model_free_acts(m);
+    m->grad_ckpt = ckpt;
     if (want && !m->wbf) {
         int rc = alloc_bf16(m);
         if (rc) return rc;

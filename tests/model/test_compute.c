@@ -237,6 +237,13 @@ static void test_mode_switch(void) {
     o.grad_ckpt = 0;
     lmf_model_set_compute(s.m, &o);
     CHECK(step(&s) == l0 && memcmp(g0, grads_of(&s), n_grads(&s) * sizeof(float)) == 0);
+    /* A mode change between forward and backward: backward refuses, nothing is read stale. */
+    lmf_batch b = {B, T, ids, labels, pos, seg};
+    double loss;
+    CHECK(lmf_model_forward(s.m, &b, 1, &loss, NULL, NULL, NULL) == 0);
+    o.grad_ckpt = 1;
+    lmf_model_set_compute(s.m, &o);
+    CHECK(lmf_model_backward(s.m) == LMF_EINVAL);
     free(g0);
     drop(&s);
 }
