@@ -5,6 +5,9 @@
 # `lmforge train cfg nproc_per_node=N`, which re-runs itself under mpirun. Rank 0 alone writes.
 . "$(dirname "$0")/common.sh"
 command -v mpirun > /dev/null || { echo "SKIP: mpirun not found (scripts/install-deps.sh installs openmpi-bin)"; exit 77; }
+# Under ASan, OpenMPI's own leaks at init/finalize are suppressed by library frame
+# (tests/lsan.supp), which needs full malloc stacks (OpenMPI has no frame pointers).
+if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
 cd "$WORK"
 D="$LMF_SRC/data/demo"
 check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$D/corpus.txt" --vocab-size 400 --out tok
