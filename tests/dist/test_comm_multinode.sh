@@ -55,6 +55,7 @@ done
 # job, naming the node. ddp_timeout (20 s) is above the keepalive's detection time (~11 s): a
 # shorter one makes the ranks abort first, and OpenMPI 4.1's mpirun then hangs in its teardown
 # trying to reach the lost daemon (docs/distributed.md).
+: >"$out"
 start=$(date +%s.%N)
 timeout -k 5 60 "$NC" mpirun --fail-fast -np 4 "$B/tests/comm_fault" loop 3 20 >"$out" 2>&1 &
 job=$!
@@ -76,6 +77,7 @@ grep -q "${NETNS_CLUSTER_PREFIX}node1" "$out" || { echo "FAIL: node1 not named";
 # mpirun's abort cannot reach node1's daemon and hangs, until the timed-out rank's watchdog
 # kills mpirun (LMF_COMM_ABORT_GRACE, here 5 s): exit 137.
 "$NC" up 2 >/dev/null 2>&1
+: >"$out" # no stale "loop now" from the previous case
 start=$(date +%s.%N)
 LMF_COMM_ABORT_GRACE=5 timeout -k 5 60 "$NC" mpirun --fail-fast -np 4 -x LMF_COMM_ABORT_GRACE \
     "$B/tests/comm_fault" loop 3 3 >"$out" 2>&1 &
