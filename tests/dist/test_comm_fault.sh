@@ -45,6 +45,7 @@ run 4 kill 2 "process rank 2 .* signal 9"
 # mpirun itself hanging (OpenMPI 4.1.4 can deadlock in its teardown after MPI_Abort): simulated
 # by stopping mpirun while a rank is stuck. The timed-out rank's watchdog must SIGKILL mpirun
 # LMF_COMM_ABORT_GRACE (here 3 s) after the abort: the job still ends, with 137.
+: >"$out" # no stale output from the previous case
 start=$(date +%s.%N)
 LMF_COMM_ABORT_GRACE=3 timeout -k 5 60 "$MPIEXEC" --allow-run-as-root --oversubscribe \
     --bind-to none -x LMF_COMM_ABORT_GRACE -np 2 "$B/tests/comm_fault" stuck 1 "$T" >"$out" 2>&1 &

@@ -7,8 +7,9 @@
 set -u
 B=${LMF_BUILD:?}
 NC=${LMF_NETNS_CLUSTER:-${LMF_SRC:?}/../shared/tools/netns-cluster}
-# Our own prefix, so that other users of the default cluster are left alone.
-export NETNS_CLUSTER_PREFIX=${NETNS_CLUSTER_PREFIX:-lmfdist-}
+# Our own prefix, one per build directory, so that other users of the tool (and this suite run
+# from another build or worktree at the same time) are left alone.
+export NETNS_CLUSTER_PREFIX=${NETNS_CLUSTER_PREFIX:-lmfd$(printf %s "$B" | cksum | cut -c1-5)-}
 [ -x "$NC" ] || { echo "SKIP: netns-cluster not found at $NC"; exit 77; }
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: multi-node test needs root (network namespaces)"; exit 77; }
 ip netns list >/dev/null 2>&1 || { echo "SKIP: 'ip netns' unavailable"; exit 77; }
@@ -17,6 +18,12 @@ trap '"$NC" down >/dev/null 2>&1; rm -f "$out"' EXIT INT TERM
 "$NC" up 2 || exit $?
 "$NC" check >/dev/null || { echo "FAIL: netns-cluster check"; exit 1; }
 fail=0
+# Waits until comm_fault's ranks are in their loop (the cut must hit a running job: mpirun
+# launching onto an unreachable node hangs before any lmforge code runs).
+running() {
+    i=0
+    until grep -q "loop now" "$1" 2>/dev/null || [ $i -ge 600 ]; do sleep 0.05; i=$((i + 1)); done
+}
 
 # 1. every collective, 4 ranks on 2 nodes
 LMF_TEST_NODES=2 timeout -k 5 120 "$NC" mpirun --fail-fast -np 4 -x LMF_TEST_NODES \
@@ -48,10 +55,11 @@ done
 # job, naming the node. ddp_timeout (20 s) is above the keepalive's detection time (~11 s): a
 # shorter one makes the ranks abort first, and OpenMPI 4.1's mpirun then hangs in its teardown
 # trying to reach the lost daemon (docs/distributed.md).
+: >"$out"
 start=$(date +%s.%N)
 timeout -k 5 60 "$NC" mpirun --fail-fast -np 4 "$B/tests/comm_fault" loop 3 20 >"$out" 2>&1 &
 job=$!
-sleep 2
+running "$out"
 "$NC" fault 1 >/dev/null 2>&1
 cut=$(date +%s.%N)
 wait $job
@@ -69,11 +77,12 @@ grep -q "${NETNS_CLUSTER_PREFIX}node1" "$out" || { echo "FAIL: node1 not named";
 # mpirun's abort cannot reach node1's daemon and hangs, until the timed-out rank's watchdog
 # kills mpirun (LMF_COMM_ABORT_GRACE, here 5 s): exit 137.
 "$NC" up 2 >/dev/null 2>&1
+: >"$out" # no stale "loop now" from the previous case
 start=$(date +%s.%N)
 LMF_COMM_ABORT_GRACE=5 timeout -k 5 60 "$NC" mpirun --fail-fast -np 4 -x LMF_COMM_ABORT_GRACE \
     "$B/tests/comm_fault" loop 3 3 >"$out" 2>&1 &
 job=$!
-sleep 2
+running "$out"
 "$NC" fault 1 >/dev/null 2>&1
 cut=$(date +%s.%N)
 wait $job
