@@ -301,6 +301,18 @@ static void take_incoming(lmf_engine *e) {
         }
 }
 
+/* Puts the next `chunk` tokens of r into slot n of this step's batch. */
+static void add_step(lmf_engine *e, int n, lmf_request *r, int chunk) {
+    e->stepped[n] = r;
+    e->steps[n] = (lmf_seq_step){r->tokens + r->n_computed,
+                                 chunk,
+                                 r->n_computed,
+                                 r->table,
+                                 r->n_table,
+                                 r->n_computed + chunk == r->n_tokens,
+                                 r->p.lora};
+}
+
 /* Chooses this step's work: chunks for running requests (oldest first), then new admissions
  * while the token budget, the running limit and the KV blocks allow. */
 static int schedule(lmf_engine *e) {
@@ -318,14 +330,7 @@ static int schedule(lmf_engine *e) {
             preempt_newest(e);
         }
         if (!chunk) break;
-        e->stepped[n] = r;
-        e->steps[n++] = (lmf_seq_step){r->tokens + r->n_computed,
-                                       chunk,
-                                       r->n_computed,
-                                       r->table,
-                                       r->n_table,
-                                       r->n_computed + chunk == r->n_tokens,
-                                       r->p.lora};
+        add_step(e, n++, r, chunk);
         budget -= chunk;
     }
     while (budget > 0 && e->n_waiting > 0 && e->n_running < e->c.max_running) {
@@ -339,14 +344,7 @@ static int schedule(lmf_engine *e) {
         }
         remove_at(e->waiting, &e->n_waiting, 0);
         e->running[e->n_running++] = r;
-        e->stepped[n] = r;
-        e->steps[n++] = (lmf_seq_step){r->tokens + r->n_computed,
-                                       chunk,
-                                       r->n_computed,
-                                       r->table,
-                                       r->n_table,
-                                       r->n_computed + chunk == r->n_tokens,
-                                       r->p.lora};
+        add_step(e, n++, r, chunk);
         budget -= chunk;
     }
     return n;
