@@ -71,16 +71,19 @@ int lmf_comm_iallreduce(lmf_comm *c, void *buf, size_t count, lmf_dtype t, lmf_r
     return posted(r, rc, "MPI_Iallreduce", req);
 }
 
+/* MPI counts are ints: one rank's chunk must fit. */
+static int check_chunk(const lmf_comm *c, const char *what, size_t chunk) {
+    if (chunk <= INT_MAX) return 0;
+    return lmf_errorf(LMF_ERANGE, "comm \"%s\": %s chunk of %zu elements (at most %d per rank)",
+                      c->name, what, chunk, INT_MAX);
+}
+
 int lmf_comm_ireduce_scatter(lmf_comm *c, const void *send, void *recv, size_t chunk, lmf_dtype t,
                              lmf_reduce_op op, lmf_comm_req **req) {
     *req = NULL;
     int rc = check_reduce(c, "reduce-scatter", t);
     if (rc) return rc;
-    if (chunk > INT_MAX)
-        return lmf_errorf(LMF_ERANGE,
-                          "comm \"%s\": reduce-scatter chunk of %zu elements "
-                          "(at most %d per rank)",
-                          c->name, chunk, INT_MAX);
+    if ((rc = check_chunk(c, "reduce-scatter", chunk))) return rc;
     size_t es = lmf_dtype_size(t);
     lmf_comm_req *r =
         comm_req_new(c, OP_REDUCE_SCATTER, chunk * es * (size_t)c->size, c->use_mpi ? 1 : 0);
@@ -99,11 +102,8 @@ int lmf_comm_ireduce_scatter(lmf_comm *c, const void *send, void *recv, size_t c
 int lmf_comm_iallgather(lmf_comm *c, const void *send, void *recv, size_t chunk, lmf_dtype t,
                         lmf_comm_req **req) {
     *req = NULL;
-    if (chunk > INT_MAX)
-        return lmf_errorf(LMF_ERANGE,
-                          "comm \"%s\": all-gather chunk of %zu elements "
-                          "(at most %d per rank)",
-                          c->name, chunk, INT_MAX);
+    int rc = check_chunk(c, "all-gather", chunk);
+    if (rc) return rc;
     size_t es = lmf_dtype_size(t);
     lmf_comm_req *r =
         comm_req_new(c, OP_ALLGATHER, chunk * es * (size_t)c->size, c->use_mpi ? 1 : 0);
@@ -118,8 +118,8 @@ int lmf_comm_iallgather(lmf_comm *c, const void *send, void *recv, size_t chunk,
     MPI_Datatype el;
     MPI_Type_contiguous((int)es, MPI_BYTE, &el);
     MPI_Type_commit(&el);
-    int rc = MPI_Iallgather(send == mine ? MPI_IN_PLACE : send, (int)chunk, el, recv, (int)chunk,
-                            el, c->mc, &r->mr[0]);
+    rc = MPI_Iallgather(send == mine ? MPI_IN_PLACE : send, (int)chunk, el, recv, (int)chunk, el,
+                        c->mc, &r->mr[0]);
     MPI_Type_free(&el); /* freed when the operation no longer needs it */
     return posted(r, rc, "MPI_Iallgather", req);
 }
