@@ -451,6 +451,15 @@ static int strip_thoughts(const lmf_template *t, const lmf_message *m, int n, in
     return 0;
 }
 
+/* Frees the per-message scratch of the render functions: the message texts, and the encoded
+ * pieces too unless they were handed on (pieces_owned 0). */
+static void free_scratch(char **contents, lmf_chat_pieces *enc, int nm, int pieces_owned) {
+    for (int i = 0; contents && i < nm; i++) free(contents[i]);
+    for (int i = 0; enc && pieces_owned && i < nm; i++) lmf_chat_pieces_free(&enc[i]);
+    free(contents);
+    free(enc);
+}
+
 int lmf_template_encode_multiturn(const lmf_template *t, const lmf_message *msgs, int n,
                                   const char *system, const lmf_template_opts *opts,
                                   lmf_turn **turns, int *n_turns) {
@@ -485,17 +494,12 @@ int lmf_template_encode_multiturn(const lmf_template *t, const lmf_message *msgs
             if (rc) goto fail;
         }
     }
-    for (int i = 0; i < nm; i++) free(contents[i]);
-    free(contents);
-    free(enc);
+    free_scratch(contents, enc, nm, 0);
     *turns = out;
     *n_turns = nt;
     return 0;
 fail:
-    for (int i = 0; contents && i < nm; i++) free(contents[i]);
-    for (int i = 0; enc && i < nm; i++) lmf_chat_pieces_free(&enc[i]);
-    free(contents);
-    free(enc);
+    free_scratch(contents, enc, nm, 1);
     lmf_turns_free(out, nt);
     return rc;
 }
@@ -525,15 +529,10 @@ int lmf_template_render_generation_prompt(const lmf_template *t, const lmf_messa
         if ((rc = append_pieces(out, &enc[i]))) goto fail;
     if (t->reasoning && !opts->enable_thinking && (rc = push_text_owned(out, dup_str(THINK_EMPTY))))
         goto fail;
-    for (int i = 0; i < nm; i++) free(contents[i]);
-    free(contents);
-    free(enc);
+    free_scratch(contents, enc, nm, 0);
     return 0;
 fail:
-    for (int i = 0; contents && i < nm; i++) free(contents[i]);
-    for (int i = 0; enc && i < nm; i++) lmf_chat_pieces_free(&enc[i]);
-    free(contents);
-    free(enc);
+    free_scratch(contents, enc, nm, 1);
     lmf_chat_pieces_free(out);
     return rc;
 }
