@@ -7,8 +7,7 @@
 # chat's bf16 reply equals the API's.
 . "$(dirname "$0")/common.sh"
 cd "$WORK"
-check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$LMF_SRC/data/demo/corpus.txt" --vocab-size 400 --out tok
-check "init a tiny model sized to it" "$LMF" init-model --arch llama --preset tiny --seed 5 --tokenizer tok --out model
+demo_model llama 5
 check "make adapter a (all linears)" "$TOOL" make-adapter --model model --out lora_a --r 4 --alpha 64 --targets all --seed 7
 check "make adapter b (q, v, down)" "$TOOL" make-adapter --model model --out lora_b --r 2 --alpha 48 --targets q_proj,v_proj,down_proj --seed 8
 cat > base.yaml <<YAML

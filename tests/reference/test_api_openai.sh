@@ -11,8 +11,7 @@ if ! "$LMF_PY" -c "import openai" 2>/dev/null; then
     exit 77
 fi
 cd "$WORK"
-check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$LMF_SRC/data/demo/corpus.txt" --vocab-size 400 --out tok
-check "init a tiny model sized to it" "$LMF" init-model --arch qwen2 --preset tiny --seed 5 --tokenizer tok --out model
+demo_model qwen2 5
 MAX_BODY=65536
 cat > api.yaml <<YAML
 model_name_or_path: model

@@ -10,8 +10,7 @@ command -v mpirun > /dev/null || { echo "SKIP: mpirun not found (scripts/install
 if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
 cd "$WORK"
 D="$LMF_SRC/data/demo"
-check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$D/corpus.txt" --vocab-size 400 --out tok
-check "init a tiny model" "$LMF" init-model --arch llama --preset tiny --seed 11 --tokenizer tok --out model
+demo_model llama 11
 cat > base.yaml <<YAML
 model_name_or_path: model
 stage: sft

@@ -17,8 +17,7 @@
 export OMP_NUM_THREADS=1
 cd "$WORK"
 D="$LMF_SRC/data/demo"
-check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$D/corpus.txt" --vocab-size 400 --out tok
-check "init a tiny model" "$LMF" init-model --preset tiny --seed 3 --tokenizer tok --out model
+demo_model llama 3
 check "non-trivial norm weights" "$TOOL" randomize --model model --seed 11
 # 42 alpaca records: the demo's first 40, one far longer than cutoff_len, one with an input.
 "$LMF_PY" - "$D/demo_sft.json" <<'PY'

@@ -7,8 +7,7 @@
 . "$(dirname "$0")/common.sh"
 cd "$WORK"
 D="$LMF_SRC/data/demo"
-check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$D/corpus.txt" --vocab-size 400 --out tok
-check "init a tiny model sized to it" "$LMF" init-model --arch llama --preset tiny --seed 5 --tokenizer tok --out model
+demo_model llama 5
 cat > lora.yaml <<YAML
 model_name_or_path: model
 stage: sft
