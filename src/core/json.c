@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 int lmf_json_parse(const char *text, size_t len, const char *file, cJSON **out) {
     const char *end = NULL;
@@ -30,6 +31,15 @@ int lmf_json_load(const char *path, cJSON **out) {
     if (rc) return rc;
     rc = lmf_json_parse(text, len, path, out);
     free(text);
+    return rc;
+}
+
+int lmf_json_save(const char *dir, const char *name, const cJSON *j) {
+    char *text = cJSON_Print(j), *path = lmf_path_join(dir, name);
+    int rc = text && path ? lmf_file_write_atomic(path, text, strlen(text))
+                          : lmf_errorf(LMF_ENOMEM, "%s/%s: out of memory", dir, name);
+    cJSON_free(text);
+    free(path);
     return rc;
 }
 

@@ -10,7 +10,6 @@
 typedef struct bucket {
     size_t offset, count;
     lmf_comm_req *req;
-    int posted;
 } bucket;
 
 struct lmf_ddp {
@@ -57,7 +56,7 @@ int lmf_ddp_create(lmf_ddp **out, lmf_comm *c, float *grads, const lmf_ddp_range
                 }
                 d->b = nb;
             }
-            d->b[n_b++] = (bucket){at, end - at < cap ? end - at : cap, NULL, 0};
+            d->b[n_b++] = (bucket){at, end - at < cap ? end - at : cap, NULL};
             d->bytes += d->b[n_b - 1].count * sizeof(float);
         }
     }
@@ -81,12 +80,10 @@ void lmf_ddp_free(lmf_ddp *d) {
 
 void lmf_ddp_begin(lmf_ddp *d) {
     d->next = d->n;
-    for (int i = 0; i < d->n; i++) d->b[i].posted = 0;
 }
 
 static int post(lmf_ddp *d, int i) {
     bucket *b = &d->b[i];
-    b->posted = 1;
     return lmf_comm_iallreduce(d->comm, d->grads + b->offset, b->count, LMF_F32, LMF_REDUCE_SUM,
                                &b->req);
 }

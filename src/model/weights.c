@@ -1,6 +1,7 @@
 /* Model weights: the parameter table (Hugging Face names, shapes, offsets into one flat
  * buffer), creation, random initialisation, loading from and saving to HF folders. */
 #include "lmforge/io.h"
+#include "lmforge/json.h"
 #include "lmforge/model.h"
 
 #include <math.h>
@@ -336,9 +337,7 @@ int lmf_model_save_sharded(const lmf_model *m, const char *dir, size_t max_shard
         free(path);
     }
     if (!rc && index) {
-        char *text = cJSON_Print(index), *path = lmf_path_join(dir, "model.safetensors.index.json");
-        rc = text && path ? lmf_file_write_atomic(path, text, strlen(text)) : LMF_ENOMEM;
-        free(text), free(path);
+        rc = lmf_json_save(dir, "model.safetensors.index.json", index);
     }
     cJSON_Delete(index);
     if (!rc) {

@@ -213,13 +213,8 @@ int train_log_write_state(const train_log *l, const trainer *t, const char *dir,
     cJSON_AddNumberToObject(s, "train_batch_size", o->batch_size);
     cJSON_AddNullToObject(s, "trial_name");
     cJSON_AddNullToObject(s, "trial_params");
-    char *text = cJSON_Print(s);
+    int rc = lmf_json_save(dir, "trainer_state.json", s);
     cJSON_Delete(s);
-    if (!text) return lmf_errorf(LMF_ENOMEM, "out of memory");
-    char *p = lmf_path_join(dir, "trainer_state.json");
-    int rc = lmf_file_write_atomic(p, text, strlen(text));
-    free(p);
-    cJSON_free(text);
     return rc;
 }
 

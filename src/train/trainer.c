@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "lmforge/checkpoint.h"
+#include "lmforge/json.h"
 #include "lmforge/plot.h"
 #include "trainer_internal.h"
 
@@ -281,15 +282,6 @@ static cJSON *eval_metrics(const eval_result *r, double epoch) {
     return j;
 }
 
-static int write_json(const char *dir, const char *name, const cJSON *j) {
-    char *text = cJSON_Print(j), *p = lmf_path_join(dir, name);
-    int rc = text && p ? lmf_file_write_atomic(p, text, strlen(text))
-                       : lmf_errorf(LMF_ENOMEM, "out of memory");
-    cJSON_free(text);
-    free(p);
-    return rc;
-}
-
 static void merge_into(cJSON *dst, const cJSON *src) {
     const cJSON *e;
     cJSON_ArrayForEach(e, src) {
@@ -319,13 +311,13 @@ static int write_results(trainer *t, cJSON *train_m, cJSON *eval_m) {
     if (!all) return lmf_errorf(LMF_ENOMEM, "out of memory");
     if (train_m) {
         merge_into(all, train_m);
-        rc = write_json(o->output_dir, "train_results.json", train_m);
+        rc = lmf_json_save(o->output_dir, "train_results.json", train_m);
     }
     if (!rc && eval_m) {
         merge_into(all, eval_m);
-        rc = write_json(o->output_dir, "eval_results.json", eval_m);
+        rc = lmf_json_save(o->output_dir, "eval_results.json", eval_m);
     }
-    if (!rc) rc = write_json(o->output_dir, "all_results.json", all);
+    if (!rc) rc = lmf_json_save(o->output_dir, "all_results.json", all);
     cJSON_Delete(all);
     if (!rc && train_m) rc = train_log_write_state(&t->log, t, o->output_dir, epoch_of(t));
     if (!rc && o->plot_loss && train_m) {
@@ -451,7 +443,6 @@ static int train_loop(trainer *t) {
 /* do_train false, do_eval true: evaluate the model (and adapter) as it is. */
 static int eval_only(trainer *t) {
     eval_result r;
-    t->log.tty = 0;
     int rc = lmf_mkdir_p(t->o->output_dir);
     if (!rc) rc = trainer_evaluate(t, &r);
     if (rc) return rc;
