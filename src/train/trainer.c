@@ -119,8 +119,6 @@ static void ddp_layer_done(void *user, int layer) {
             lmf_ddp_ready_from(t->groups[g].ddp, (size_t)t->groups[g].layer_start[layer]);
 }
 
-/* One optimizer step: grad_accum micro-batches, gradients averaged over all their targets,
- * clipped, then AdamW. *loss gets the step's mean token loss. */
 /* The trained buffers and their optimizers: the adapter (LoRA A and B are weights: decayed,
  * as in HF) plus the base modules_to_save, or the trainable part of the base model. */
 static int setup_groups(trainer *t) {
@@ -167,15 +165,15 @@ static int setup_groups(trainer *t) {
         free(r);
         /* Where each layer's tensors start, for the backward hook (layers are contiguous and
          * ascending in both the model's and the adapter's tables). */
-        const lmf_param *tab = g->params == t->m->params ? t->m->table : t->lora->table;
-        int n = g->params == t->m->params ? t->m->n_params : t->lora->n_params,
-            L = t->m->cfg.layers;
-        g->layer_start = malloc(sizeof(int) * (size_t)(L + 1));
+        int base = g->params == t->m->params, L = t->m->cfg.layers;
+        const lmf_param *tab = base ? t->m->table : t->lora->table;
+        int n = base ? t->m->n_params : t->lora->n_params;
+        g->layer_start = malloc(sizeof *g->layer_start * (size_t)(L + 1));
         if (!rc && !g->layer_start) rc = lmf_errorf(LMF_ENOMEM, "out of memory");
         for (int l = 0; l <= L && !rc; l++) g->layer_start[l] = -1;
         for (int k = 0; k < n && !rc; k++) {
             int l = tab[k].layer;
-            if (l >= 0 && g->layer_start[l] < 0) g->layer_start[l] = (int)tab[k].offset;
+            if (l >= 0 && g->layer_start[l] < 0) g->layer_start[l] = (int64_t)tab[k].offset;
         }
     }
     return rc;

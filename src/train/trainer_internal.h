@@ -59,7 +59,8 @@ typedef struct param_group {
     lmf_adamw opt;
     const char *opt_file; /* its state file in checkpoints */
     lmf_ddp *ddp;         /* gradient buckets when world > 1 */
-    int *layer_start;     /* (layers + 1): float offset where each layer's tensors begin */
+    int64_t *layer_start; /* (layers + 1): float offset where each layer's tensors begin, -1
+                             where none (int64: a 7B model's buffer passes 2^31 floats) */
 } param_group;
 
 typedef struct trainer {
