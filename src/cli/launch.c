@@ -14,17 +14,6 @@
 #include "lmforge/error.h"
 #include "lmforge/launch_env.h"
 
-static int env_int(const char *name, int *out) {
-    const char *v = getenv(name);
-    if (!v || !*v) return 0;
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < 1 || x > 4096)
-        return lmf_errorf(LMF_EINVAL, "%s=%s: expected a whole number of processes >= 1", name, v);
-    *out = (int)x;
-    return 1;
-}
-
 int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv) {
     lmf_launch_env e;
     int rc = lmf_launch_detect(&e);
@@ -34,8 +23,12 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv) {
     int n = 1;
     if (lmf_config_is_set(c, "nproc_per_node")) {
         n = (int)lmf_config_int(c, "nproc_per_node");
-    } else if ((rc = env_int("NPROC_PER_NODE", &n)) < 0) {
-        return rc;
+    } else if (e.nproc_per_node >= 0) { /* NPROC_PER_NODE, parsed by lmf_launch_detect */
+        if (e.nproc_per_node < 1 || e.nproc_per_node > 4096)
+            return lmf_errorf(LMF_EINVAL,
+                              "NPROC_PER_NODE=%d: expected a whole number of processes >= 1",
+                              e.nproc_per_node);
+        n = e.nproc_per_node;
     }
     if (n <= 1) return 0;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
