@@ -3,6 +3,8 @@
 #ifndef LMF_CLI_H
 #define LMF_CLI_H
 
+#include <stddef.h>
+
 int lmf_cmd_init_model(int argc, char **argv);
 int lmf_cmd_score(int argc, char **argv);
 int lmf_cmd_env(int argc, char **argv);
@@ -29,6 +31,9 @@ void lmf_cli_threads_from_config(const struct lmf_config *c);
 /* nproc_per_node / NPROC_PER_NODE > 1 outside a launcher: re-executes `lmforge train` under
  * mpirun (does not return on success). 0: run here as this process's rank. (launch.c) */
 int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv);
+/* The ZeRO stage (0..3) from deepspeed / fsdp / fsdp_config / zero_stage (sharding.c), and a
+ * label for the log ("FSDP FULL_SHARD = ZeRO-3"). */
+int lmf_cli_zero_stage(const struct lmf_config *c, int world, int *stage, char *label, size_t n);
 /* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
 int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 

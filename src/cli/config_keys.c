@@ -41,7 +41,8 @@ static const lmf_cfg_key keys[] = {
      "freeze: train the last N layers (negative: the first -N)", 0},
     {"freeze_trainable_modules", S, "all", NULL,
      "freeze: which modules of the trainable layers train", 0},
-    {"deepspeed", S, NULL, NULL, "DeepSpeed ZeRO JSON (distributed training)", 0},
+    {"deepspeed", S, NULL, NULL,
+     "DeepSpeed JSON: zero_optimization.stage 0..3 chooses the sharding (docs/distributed.md)", 0},
     /* dataset */
     {"dataset", S, NULL, NULL, "dataset names from dataset_info.json, comma separated", 0},
     {"eval_dataset", S, NULL, NULL, "evaluation dataset names", 0},
@@ -105,6 +106,16 @@ static const lmf_cfg_key keys[] = {
     {"nproc_per_node", I, "1", "1..4096",
      "ranks on this node: > 1 re-runs the command under mpirun (also NPROC_PER_NODE)", 0},
     {"ddp_bucket_cap_mb", I, "25", "1..", "DDP: gradient bucket size in MB", 0},
+    {"zero_stage", I, NULL, "0..3",
+     "lmforge: ZeRO sharding across ranks: 0 DDP, 1 optimizer state, 2 + gradients, 3 + "
+     "parameters (also set by deepspeed or fsdp)",
+     0},
+    {"fsdp", S, NULL, NULL,
+     "FSDP as transformers' TrainingArguments: full_shard | shard_grad_op | no_shard | "
+     "hybrid_shard, with optional auto_wrap / offload (accepted)",
+     0},
+    {"fsdp_config", S, NULL, NULL,
+     "FSDP options file (JSON): sharding_strategy / fsdp_sharding_strategy and accepted extras", 0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",
      0},
     /* export */
