@@ -45,3 +45,6 @@ done
 
 echo
 sh bench/lora_sft.sh "$BUILD"
+
+echo
+sh bench/bench_ddp.sh "$BUILD"

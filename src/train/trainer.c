@@ -496,6 +496,20 @@ static int train_loop(trainer *t) {
         cJSON_Delete(m), cJSON_Delete(e);
     }
     if (!rc) lmf_info("saved to %s (%.1f s)", o->output_dir, runtime);
+    if (!rc && t->world > 1 && !t->zero) {
+        double steps = 0, span = 0, exposed = 0, s, a, e;
+        size_t bytes = 0;
+        for (int g = 0; g < t->n_groups; g++) {
+            lmf_ddp_stats(t->groups[g].ddp, &s, &a, &e);
+            steps = s, span += a, exposed += e, bytes += lmf_ddp_bytes(t->groups[g].ddp);
+        }
+        if (steps > 0)
+            lmf_info("DDP: %.3f MB all-reduced per step; all-reduce %.2f ms per step from the "
+                     "first bucket to the last, %.2f ms of it after backward ended (%.0f%% hidden "
+                     "behind backward)",
+                     (double)bytes / 1e6, 1e3 * span / steps, 1e3 * exposed / steps,
+                     span > 0 ? 100.0 * (1.0 - exposed / span) : 100.0);
+    }
     if (!rc && t->world > 1) rc = lmf_comm_barrier(t->comm);
     train_log_close(&t->log);
     free_groups(t);
