@@ -105,8 +105,25 @@ static const lmf_cfg_key keys[] = {
     {"nproc_per_node", I, "1", "1..4096",
      "ranks on this node: > 1 re-runs the command under mpirun (also NPROC_PER_NODE)", 0},
     {"ddp_bucket_cap_mb", I, "25", "1..", "DDP: gradient bucket size in MB", 0},
+    {"zero_stage", I, NULL, "0..3",
+     "lmforge: ZeRO sharding across ranks: 0 DDP, 1 optimizer state, 2 + gradients, 3 + "
+     "parameters (also set by deepspeed or fsdp)",
+     0},
+    {"fsdp", S, NULL, NULL,
+     "FSDP as transformers' TrainingArguments: full_shard | shard_grad_op | no_shard | "
+     "hybrid_shard, with optional auto_wrap / offload (accepted)",
+     0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",
      0},
+    {"hostfile", S, NULL, NULL,
+     "launch: DeepSpeed/OpenMPI hostfile (`host slots=N` lines): mpirun runs the ranks on those "
+     "hosts",
+     0},
+    {"max_restarts", I, NULL, "0..1000",
+     "launch: relaunch a failed job from its newest checkpoint up to N times (also MAX_RESTARTS)",
+     0},
+    {"rdzv_timeout", I, "900", "1..",
+     "launch: seconds the nodes of a NNODES launch wait for each other", 0},
     /* export */
     {"export_dir", S, NULL, NULL, "export: folder for the merged model", 0},
     {"export_size", I, "5", "1..", "export: shard size in GB", 0},
