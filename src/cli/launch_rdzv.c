@@ -172,7 +172,10 @@ int lmf_rdzv_master(lmf_rdzv *r, const lmf_rdzv_opts *o) {
     r->nodes = calloc((size_t)o->nnodes, sizeof *r->nodes);
     if (!r->nodes) return lmf_errorf(LMF_ENOMEM, "out of memory");
     for (int i = 0; i < o->nnodes; i++) r->nodes[i].fd = -1;
-    gethostname(r->nodes[0].host, sizeof r->nodes[0].host - 1);
+    if (getenv("LMF_RDZV_HOST"))
+        snprintf(r->nodes[0].host, sizeof r->nodes[0].host, "%s", getenv("LMF_RDZV_HOST"));
+    else
+        gethostname(r->nodes[0].host, sizeof r->nodes[0].host - 1);
     r->nodes[0].nproc = o->nproc;
     r->nodes[0].cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     char where[320];

@@ -141,7 +141,10 @@ static int serve(int fd, const char *where) {
 int lmf_rdzv_worker(const lmf_rdzv_opts *o) {
     char where[320], host[256] = "";
     snprintf(where, sizeof where, "%s:%d", o->master_addr, o->master_port);
-    gethostname(host, sizeof host - 1);
+    if (getenv("LMF_RDZV_HOST")) /* the name node 0's hostfile gives this node */
+        snprintf(host, sizeof host, "%s", getenv("LMF_RDZV_HOST"));
+    else
+        gethostname(host, sizeof host - 1);
     double t0 = lmf_time_sec(), deadline = t0 + o->timeout_s;
     int fd = -1, err = 0;
     lmf_info("rendezvous: node %d (%s) joining %s (up to %.0f s)", o->node_rank, host, where,
