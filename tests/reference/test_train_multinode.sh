@@ -5,7 +5,9 @@
 # NPROC_PER_NODE) and through a hostfile, 4 ranks with accumulation 1 give the per-step losses
 # and final weights of 1 rank with accumulation 4 (<= 1e-5, as test_train_ddp); the bytes the
 # switch saw leave node1 are at least the all-reduce bytes lmforge prints; and rendezvous
-# mistakes (a wrong NNODES, a node that never comes) end both sides non-zero, named.
+# mistakes (a wrong NNODES, a node that never comes) end both sides non-zero, named. Launched
+# from an accelerate config with a rank killed on node 1 and max_restarts 1, the job restarts
+# on both nodes and ends bit-identical to the uninterrupted one.
 # Skips (77) where namespaces cannot be made.
 . "$(dirname "$0")/common.sh"
 NC=${LMF_NETNS_CLUSTER:-$LMF_SRC/../shared/tools/netns-cluster}
@@ -99,7 +101,38 @@ echo "    all-reduce: $mb MB per step x 10 steps; node1 sent $crossed bytes thro
 check "bytes from node1 >= the all-reduce bytes lmforge printed ($want)" test "$crossed" -ge "$want" -a "$want" -gt 0
 check "rank 0 alone wrote the log (10 steps)" sh -c "test \$(grep -c '^step ' node0.txt) -eq 10 && ! grep -q '^step ' node1.txt"
 
-# 2. the same through a hostfile (mpirun's rsh agent: netns-cluster's, as ssh would be)
+# 2. the same launched from an accelerate config (each node: NODE_RANK from the environment
+# wins over the file's machine_rank), with rank 3 (on node 1) killed after step 5 and
+# max_restarts 1: the job restarts on both nodes from the last checkpoint and ends with the
+# uninterrupted run's adapter, bit for bit
+cat > accel.yaml <<YAML
+compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_CPU
+num_machines: 2
+num_processes: 4
+machine_rank: 0
+main_process_ip: $N0
+main_process_port: 29532
+mixed_precision: 'no'
+rdzv_backend: static
+same_network: true
+use_cpu: true
+YAML
+acc() {
+    timeout -k 5 120 "$NC" exec "$1" env NODE_RANK="$1" LMF_TEST_KILL_RANK_AT=3:5 "$LMF" train \
+        base.yaml output_dir=acc save_steps=2 max_restarts=1 --launch-config accel.yaml > "acc$1.txt" 2>&1
+}
+acc 1 & n1=$!
+r0=0
+acc 0 || r0=$?
+r1=0
+wait $n1 || r1=$?
+grep -E "launch config|restart" acc0.txt | sed 's/^/    /'
+check "accelerate config + restart: both nodes exit 0 ($r0, $r1)" test "$r0" -eq 0 -a "$r1" -eq 0
+check "the restart names rank 3 on node 1 and the checkpoint" grep -Eq "restart 1/1 after rank 3 \(on ${NETNS_CLUSTER_PREFIX}node1\) was killed by signal 9 \(exit 137\); resuming from acc/checkpoint-[0-9]+" acc0.txt
+check "restarted 2-node adapter == uninterrupted 2-node adapter" cmp acc/adapter_model.safetensors nn/adapter_model.safetensors
+
+# 3. the same through a hostfile (mpirun's rsh agent: netns-cluster's, as ssh would be)
 "$NC" hostfile 2 2 > hosts.txt
 echo "# a comment, then the hosts" | cat - hosts.txt > hostfile
 rc=0
@@ -109,7 +142,7 @@ check "hostfile launch exits 0 (was $rc)" test "$rc" -eq 0
 check "hostfile: 4 ranks on 2 hosts" grep -q "4 ranks on 2 hosts" hf.txt
 check "4 ranks from a hostfile == 1 rank x 4 accumulation" same hf one_x4
 
-# 3. rendezvous mistakes
+# 4. rendezvous mistakes
 node 1 3 bad1.txt output_dir=bad rdzv_timeout=20 & n1=$!
 r0=0
 node 0 2 bad0.txt output_dir=bad rdzv_timeout=20 || r0=$?
