@@ -13,7 +13,7 @@
 #include "lmforge/core.h"
 
 typedef struct field {
-    char key[200]; /* "num_processes", "fsdp_config.fsdp_sharding_strategy" */
+    char key[400]; /* "num_processes", "fsdp_config.fsdp_sharding_strategy" */
     char val[1024];
     int line;
 } field;
@@ -80,7 +80,7 @@ static int read_fields(const char *path, fields *f) {
         case YAML_SEQUENCE_END_EVENT:
             in_list = 0;
             if (depth > 0) {
-                char k[200];
+                char k[400];
                 snprintf(k, sizeof k, "%s%s%s", full, depth > 1 ? "." : "", keys[depth - 1]);
                 rc = add_field(f, k, list, list_line);
                 want_key[depth - 1] = 1;
@@ -98,7 +98,7 @@ static int read_fields(const char *path, fields *f) {
                 snprintf(keys[depth - 1], sizeof keys[0], "%s", s);
                 want_key[depth - 1] = 0;
             } else {
-                char k[200];
+                char k[400];
                 snprintf(k, sizeof k, "%s%s%s", full, depth > 1 ? "." : "", keys[depth - 1]);
                 rc = add_field(f, k, s, line);
                 want_key[depth - 1] = 1;
