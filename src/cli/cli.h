@@ -28,9 +28,10 @@ struct lmf_config;
 struct lmf_model;
 /* The same from a config's `threads` key. */
 void lmf_cli_threads_from_config(const struct lmf_config *c);
-/* nproc_per_node / NPROC_PER_NODE > 1 outside a launcher: re-executes `lmforge train` under
- * mpirun (does not return on success). 0: run here as this process's rank. (launch.c) */
-int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv);
+/* Starts the ranks of `lmforge train` when this process is not one yet (launch.c: mpirun,
+ * srun, hostfile, NNODES rendezvous, restarts). 0 with *exit_code -1: run here as this
+ * process's rank; 0 with *exit_code >= 0: the job ran under this process and ended with it. */
+int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv, int *exit_code);
 /* The ZeRO stage (0..3) from deepspeed / fsdp / fsdp_config / zero_stage (sharding.c), and a
  * label for the log ("FSDP FULL_SHARD = ZeRO-3"). */
 int lmf_cli_zero_stage(const struct lmf_config *c, int world, int *stage, char *label, size_t n);

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "launch.h"
 #include <stdlib.h>
 
 #include "lmforge/comm.h"
@@ -26,14 +27,28 @@ static int refuse_unavailable(const lmf_config *c) {
 
 int lmf_cmd_train(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: lmforge train CONFIG.yaml [key=value ...]\n");
+        fprintf(argc < 2 ? stderr : stdout,
+                "usage: lmforge train CONFIG.yaml [key=value ...] [--launch-config FILE]\n");
         return argc < 2 ? 2 : 0;
     }
-    lmf_config c;
-    int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
+    /* --launch-config (an accelerate config) becomes key=value overrides (launch_accel.c) */
+    lmf_argv targs;
+    int rc = lmf_accel_apply(argc, argv, &targs), code = -1;
     if (rc) return lmf_cli_fail("train", rc);
+    argc = targs.n, argv = targs.v;
+    lmf_config c;
+    rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
+    if (rc) {
+        lmf_argv_free(&targs);
+        return lmf_cli_fail("train", rc);
+    }
     lmf_comm *comm = NULL;
-    if (!(rc = refuse_unavailable(&c))) rc = lmf_cli_launch_ranks(&c, argc, argv);
+    if (!(rc = refuse_unavailable(&c))) rc = lmf_cli_launch_ranks(&c, argc, argv, &code);
+    if (!rc && code >= 0) { /* the job ran under this process (launcher, supervisor, node k) */
+        lmf_config_free(&c);
+        lmf_argv_free(&targs);
+        return code;
+    }
     if (!rc) {
         lmf_comm_options co = {(double)lmf_config_int(&c, "ddp_timeout"), 0};
         rc = lmf_comm_init(&comm, &co);
@@ -122,6 +137,7 @@ int lmf_cmd_train(int argc, char **argv) {
         if (rc) lmf_error_prefix(rc, "%s", c.path);
     }
     lmf_config_free(&c);
+    lmf_argv_free(&targs);
     if (comm) lmf_comm_free(comm);
     return lmf_cli_fail("train", rc);
 }

@@ -118,6 +118,15 @@ static const lmf_cfg_key keys[] = {
      "FSDP options file (JSON): sharding_strategy / fsdp_sharding_strategy and accepted extras", 0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",
      0},
+    {"hostfile", S, NULL, NULL,
+     "launch: DeepSpeed/OpenMPI hostfile (`host slots=N` lines): mpirun runs the ranks on those "
+     "hosts",
+     0},
+    {"max_restarts", I, NULL, "0..1000",
+     "launch: relaunch a failed job from its newest checkpoint up to N times (also MAX_RESTARTS)",
+     0},
+    {"rdzv_timeout", I, "900", "1..",
+     "launch: seconds the nodes of a NNODES launch wait for each other", 0},
     /* export */
     {"export_dir", S, NULL, NULL, "export: folder for the merged model", 0},
     {"export_size", I, "5", "1..", "export: shard size in GB", 0},
