@@ -1,8 +1,8 @@
 /* lmforge router [CONFIG.yaml] [--replicas URL,URL,...] [--host H] [--port P]
  * [--policy least|prefix] [--health-interval S] [key=value ...]: one OpenAI-compatible endpoint
- * in front of `lmforge api` replicas (include/lmforge/router.h). Flags win over API_HOST /
- * API_PORT / API_KEY, which win over the config's router_* keys. SIGINT or SIGTERM stop
- * accepting, let in-flight requests and streams finish, and exit 0. */
+ * in front of `lmforge api` replicas (include/lmforge/router.h). Flags win over the config's
+ * router_* keys, which win over API_HOST / API_PORT (API_KEY wins over api_key, as in api). SIGINT
+ * or SIGTERM stop accepting, let in-flight requests and streams finish, and exit 0. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,8 +43,6 @@ int lmf_cli_router_replicas(lmf_router_config *rc, const char *list, char **stor
 int lmf_cli_router_config(const lmf_config *cfg, lmf_router_config *rc, char **storage) {
     lmf_router_config_defaults(rc);
     const char *where = cfg->path ? cfg->path : "router";
-    if (lmf_config_str(cfg, "router_host")) rc->host = lmf_config_str(cfg, "router_host");
-    if (lmf_config_is_set(cfg, "router_port")) rc->port = (int)lmf_config_int(cfg, "router_port");
     if (env("API_HOST")) rc->host = env("API_HOST");
     if (env("API_PORT")) {
         long long port;
@@ -52,6 +50,8 @@ int lmf_cli_router_config(const lmf_config *cfg, lmf_router_config *rc, char **s
         if (e) return e;
         rc->port = (int)port;
     }
+    if (lmf_config_str(cfg, "router_host")) rc->host = lmf_config_str(cfg, "router_host");
+    if (lmf_config_is_set(cfg, "router_port")) rc->port = (int)lmf_config_int(cfg, "router_port");
     rc->api_key = env("API_KEY") ? env("API_KEY") : lmf_config_str(cfg, "api_key");
     int e = lmf_router_policy_parse(lmf_config_str(cfg, "router_policy"), &rc->policy);
     if (e) return lmf_error_prefix(e, "%s: router_policy", where);
