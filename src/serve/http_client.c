@@ -168,6 +168,7 @@ static ssize_t fill(lmf_hc *c, int timeout_ms) {
 
 /* The next CRLF-ended line in the buffer (its start; *n its length without CRLF), or NULL. */
 static char *buffered_line(lmf_hc *c, size_t *n) {
+    if (c->pos == c->len) return NULL;
     char *s = c->buf + c->pos, *e = memchr(s, '\n', c->len - c->pos);
     if (!e) return NULL;
     *n = (size_t)(e - s);

@@ -238,6 +238,7 @@ static outcome attempt(lmf_router *r, int i, const lmf_http_request *req, lmf_ht
     int remaining = (int)((deadline - lmf_time_sec()) * 1000);
     rc = lmf_hc_read_all(c, &body, &len, MAX_RESPONSE, remaining > 0 ? remaining : 1);
     int retry_after = lmf_hc_retry_after(c);
+    const char *content_type = static_type(type); /* type lives in c */
     lmf_hc_close(c);
     lmf_router_release(r, i);
     if (rc) {
@@ -245,7 +246,7 @@ static outcome attempt(lmf_router *r, int i, const lmf_http_request *req, lmf_ht
         return RETRY;
     }
     res->status = status;
-    res->content_type = static_type(type);
+    res->content_type = content_type;
     res->body = body, res->body_len = len;
     res->retry_after = retry_after;
     return status == 429 || status == 503 ? BUSY : DONE;

@@ -17,7 +17,7 @@ model_name_or_path: model
 template: chatml
 max_new_tokens: 16
 temperature: 0
-max_num_seqs: 2
+max_num_seqs: 4
 threads: 1
 YAML
 if "$LMF_PY" "$REF/router_client.py" --lmforge "$LMF" --config api.yaml --model tiny-chat \
