@@ -163,6 +163,30 @@ static const lmf_cfg_key keys[] = {
      "token, f32 accumulation); auto is float32",
      0},
     {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
+    /* data-parallel serving (lmforge router; lmforge api with data_parallel_size) */
+    {"data_parallel_size", I, "1", "1..64",
+     "api: N > 1 starts N replica servers on 127.0.0.1, ports API_PORT+1..API_PORT+N (threads "
+     "split between them unless `threads` is set), behind a router on API_PORT",
+     0},
+    {"router_replicas", S, NULL, NULL,
+     "router: the replicas' base URLs, comma separated (http://host:port,...)", 0},
+    {"router_host", S, NULL, NULL, "router: address to listen on (default API_HOST or 127.0.0.1)",
+     0},
+    {"router_port", I, NULL, "1..65535", "router: port to listen on (default API_PORT or 8000)", 0},
+    {"router_policy", S, "least", "least|prefix",
+     "router: least outstanding requests, or prefix affinity (the same prompt prefix goes to "
+     "the same healthy replica, for KV prefix reuse)",
+     0},
+    {"router_health_interval", F, "2", "0.05..3600", "router: seconds between health checks", 0},
+    {"router_health_failures", I, "2", "1..1000",
+     "router: failed health checks in a row that eject a replica (one that refuses a request "
+     "is ejected at once)",
+     0},
+    {"router_prefix_chars", I, "256", "1..",
+     "router: prefix policy: leading characters of the messages or prompt that are hashed", 0},
+    {"router_request_timeout", I, "600", "1..",
+     "router: seconds a replica may take to answer (or stay silent mid-stream)", 0},
+    {"router_max_connections", I, "256", "1..100000", "router: client connections at once", 0},
 };
 
 const lmf_cfg_key *lmf_config_keys(int *n) {
