@@ -240,6 +240,7 @@ static int encode(const lmf_model *m, const lmf_param *p, uint32_t type, void **
         for (int64_t r = 0; r < rows; r++)
             memcpy(perm_rows + (size_t)perm[r] * cols, src + (size_t)r * cols,
                    sizeof(float) * cols);
+        free(perm);
         src = perm_rows;
     }
     int rc = 0;

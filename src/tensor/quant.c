@@ -86,6 +86,7 @@ int lmf_quant_check_shape(lmf_qtype t, int64_t rows, int64_t cols, const char *w
 
 /* Smallest f16 >= v (v >= 0, finite); 0x7c00 (inf) when v exceeds the f16 range. */
 static uint16_t f16_up(float v) {
+    if (!(v > 0)) return 0; /* also -0.0, whose sign bit would read as a huge half */
     uint16_t h = lmf_f32_to_f16(v);
     if (h >= 0x7c00) return 0x7c00;
     if (lmf_f16_to_f32(h) < v) h++;

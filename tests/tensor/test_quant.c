@@ -26,7 +26,7 @@ static void fill(float *x, int64_t n, int kind, int block) {
             x[i] = (i % block == (i / block) % block) ? 1000.0f * (v < 0 ? -1 : 1) : 0.01f * v;
             break;
         case ZEROS:
-            x[i] = (i / block) % 2 ? 0.0f : v;
+            x[i] = (i / block) % 2 ? (i % 2 ? -0.0f : 0.0f) : v; /* -0.0 too */
             break;
         case TINY: /* scales far below f16's normal range */
             x[i] = 1e-9f * v;
