@@ -96,6 +96,7 @@ static uint16_t f16_up(float v) {
 /* Largest f16 <= v (finite v). */
 static uint16_t f16_down(float v) {
     if (v < 0) return (uint16_t)(0x8000 | f16_up(-v));
+    if (v == 0) return 0; /* -0.0 too */
     uint16_t h = lmf_f32_to_f16(v);
     if (h >= 0x7c00) return 0x7bff;
     if (lmf_f16_to_f32(h) > v) h--;
