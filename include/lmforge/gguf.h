@@ -92,6 +92,8 @@ typedef struct lmf_gguf {
     lmf_gguf_tensor *tensors;
 } lmf_gguf;
 
+/* Non-zero when path names a regular file ending in ".gguf" (model_name_or_path may be one). */
+int lmf_path_is_gguf(const char *path);
 /* Opens and validates a GGUF file (mapped read-only). */
 int lmf_gguf_open(lmf_gguf *g, const char *path);
 /* Parses a GGUF image in memory (borrowed: it must outlive g); name labels errors. */

@@ -31,7 +31,7 @@ int lmf_model_load_gguf(lmf_model **out, const char *path, const lmf_backend *be
 typedef struct lmf_gguf_save_opts {
     /* Type of the 2-D weights (embedding, linears, lm_head): LMF_GGML_F32, F16, BF16, Q8_0,
      * Q4_0, Q4_1 or Q4_K; a weight whose row length is not a multiple of the block falls back
-     * to Q8_0 (or F32), as llama.cpp's quantizer does. Norms stay F32. */
+     * to Q4_0 (4-bit requests) or F32, as llama.cpp's quantizer falls back. Norms stay F32. */
     uint32_t weight_type;
     const char *tokenizer_dir; /* tokenizer.json (+ tokenizer_config.json) to embed; NULL: none */
     const char *name;          /* general.name; NULL: "lmforge" */

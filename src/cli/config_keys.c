@@ -113,6 +113,10 @@ static const lmf_cfg_key keys[] = {
     {"export_legacy_format", B, "false", NULL,
      "export: .bin instead of safetensors (not available)", 0},
     {"export_device", S, "cpu", "cpu|auto", "accepted", 1},
+    {"export_quantization_bit", I, NULL, "4..8",
+     "export: with an export_dir ending in .gguf, 2-D weights as Q8_0 (8) or Q4_K (4; Q4_0 where "
+     "rows are not a multiple of 256); unset: the model's dtype",
+     0},
     /* inference */
     {"infer_backend", S, "huggingface", NULL, "accepted; lmforge serves with its own engine", 1},
     {"max_new_tokens", I, "1024", "1..", "generation length", 0},

@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define GGUF_MAGIC    0x46554747u /* "GGUF" read as a little-endian u32 */
 #define DEFAULT_ALIGN 32
@@ -438,6 +439,12 @@ static int parse_image(lmf_gguf *g, const void *data, size_t size) {
 fail:
     lmf_gguf_close(g);
     return rc;
+}
+
+int lmf_path_is_gguf(const char *path) {
+    size_t n = path ? strlen(path) : 0;
+    struct stat st;
+    return n > 5 && !strcmp(path + n - 5, ".gguf") && stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int lmf_gguf_open(lmf_gguf *g, const char *path) {

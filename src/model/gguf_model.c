@@ -215,10 +215,12 @@ int lmf_model_load_gguf(lmf_model **out, const char *path, const lmf_backend *be
 
 /* ---- writing ---- */
 
+/* The type a weight with rows of `row` values gets: the one asked for when its block fits,
+ * else Q4_0 for a 4-bit request (32-value blocks), else F32. */
 static int weight_type_for(uint32_t want, int64_t row) {
     lmf_qtype q;
     if (lmf_ggml_to_qtype(want, &q) || row % lmf_qtype_block(q) == 0) return (int)want;
-    return row % 32 == 0 ? LMF_GGML_Q8_0 : LMF_GGML_F32;
+    return want != LMF_GGML_Q8_0 && row % 32 == 0 ? LMF_GGML_Q4_0 : LMF_GGML_F32;
 }
 
 /* Encodes one parameter (rows x cols f32, HF row order) as type; *out is malloc'd. */
@@ -337,7 +339,7 @@ int lmf_model_save_gguf(const lmf_model *m, const char *path, const lmf_gguf_sav
         rc = lmf_gguf_add_tensor(&w, gname, type, p->ndim, ne, bufs[i]);
     }
     if (fallbacks)
-        lmf_info("%s: %d weights with rows not a multiple of the %s block written as Q8_0/F32",
+        lmf_info("%s: %d weights with rows not a multiple of the %s block written as Q4_0 (or F32)",
                  path, fallbacks, lmf_ggml_type_name(o->weight_type));
     if (!rc) rc = lmf_gguf_writer_write(&w, path);
     for (int i = 0; bufs && i < m->n_params; i++) free(bufs[i]);

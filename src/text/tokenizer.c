@@ -6,6 +6,7 @@
 
 #include "lmforge/core.h"
 #include "lmforge/json.h"
+#include "lmforge/tokenizer_gguf.h"
 #include "text/tokenizer_internal.h"
 
 #include <stdlib.h>
@@ -158,6 +159,13 @@ int lmf_tok_build(lmf_tokenizer *t, const cJSON *root, const char *path) {
 
 int lmf_tokenizer_load(lmf_tokenizer **out, const char *dir) {
     *out = NULL;
+    if (lmf_path_is_gguf(dir)) { /* the tokenizer a llama.cpp model file embeds */
+        lmf_gguf g;
+        int rc = lmf_gguf_open(&g, dir);
+        if (!rc) rc = lmf_tokenizer_from_gguf(out, &g);
+        lmf_gguf_close(&g);
+        return rc;
+    }
     char *path = lmf_path_join(dir, "tokenizer.json");
     cJSON *root = NULL;
     int rc;
