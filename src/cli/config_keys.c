@@ -12,7 +12,9 @@
 static const lmf_cfg_key keys[] = {
     /* model */
     {"model_name_or_path", S, NULL, NULL,
-     "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)", 0},
+     "Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a llama .gguf "
+     "file (its tokenizer embedded)",
+     0},
     {"adapter_name_or_path", S, NULL, NULL,
      "PEFT LoRA adapter folder to load (train: continue it; export: merge it)", 0},
     {"trust_remote_code", B, "false", NULL, "accepted; lmforge runs no model code from the folder",
