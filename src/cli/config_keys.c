@@ -12,7 +12,9 @@
 static const lmf_cfg_key keys[] = {
     /* model */
     {"model_name_or_path", S, NULL, NULL,
-     "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)", 0},
+     "Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a llama .gguf "
+     "file (its tokenizer embedded)",
+     0},
     {"adapter_name_or_path", S, NULL, NULL,
      "PEFT LoRA adapter folder to load (train: continue it; export: merge it)", 0},
     {"trust_remote_code", B, "false", NULL, "accepted; lmforge runs no model code from the folder",
@@ -133,6 +135,10 @@ static const lmf_cfg_key keys[] = {
     {"export_legacy_format", B, "false", NULL,
      "export: .bin instead of safetensors (not available)", 0},
     {"export_device", S, "cpu", "cpu|auto", "accepted", 1},
+    {"export_quantization_bit", I, NULL, "4..8",
+     "export: with an export_dir ending in .gguf, 2-D weights as Q8_0 (8) or Q4_K (4; Q4_0 where "
+     "rows are not a multiple of 256); unset: the model's dtype",
+     0},
     /* inference */
     {"infer_backend", S, "huggingface", NULL, "accepted; lmforge serves with its own engine", 1},
     {"max_new_tokens", I, "1024", "1..", "generation length", 0},
