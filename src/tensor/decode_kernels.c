@@ -130,28 +130,69 @@ static void tile_bf16(float *y, int ldy, const uint16_t *x, int in, const uint16
 }
 #endif
 
-/* The shared driver: weight rows in blocks (one block per OpenMP iteration, static schedule so
- * each thread streams a contiguous range), input rows in blocks of XBLOCK, tiles of 4 x 4. */
-// clang-format off
-#define MATVEC_DRIVER(KIND, XT, WT)                                                                \
-    do {                                                                                           \
-        int nblk = (out + WBLOCK - 1) / WBLOCK;                                                    \
-        _Pragma("omp parallel for schedule(static) if ((double)n * out * in > PAR_MIN_WORK)")      \
-        for (int b = 0; b < nblk; b++) {                                                           \
-            int r1 = (b + 1) * WBLOCK < out ? (b + 1) * WBLOCK : out;                              \
-            for (int x0 = 0; x0 < n; x0 += XBLOCK) {                                               \
-                int x1 = x0 + XBLOCK < n ? x0 + XBLOCK : n;                                        \
-                for (int r0 = b * WBLOCK; r0 < r1; r0 += 4) {                                      \
-                    int i = x0;                                                                    \
-                    for (; i + 4 <= x1; i += 4)                                                    \
-                        tile_##KIND(y + (size_t)i * out, out, (XT) + (size_t)i * in, in, (WT), r0, out);\
-                    for (; i < x1; i++)                                                            \
-                        row_##KIND(y + (size_t)i * out, (XT) + (size_t)i * in, in, (WT), r0, out); \
-                }                                                                                  \
-            }                                                                                      \
+/* Rows r0..r1 of the product on the calling thread: input rows in blocks of XBLOCK, tiles of
+ * 4 x 4, single input rows streaming one weight row after the other. */
+#define ROWS_BODY(KIND, XT, WT)                                                                    \
+    for (int x0 = 0; x0 < n; x0 += XBLOCK) {                                                       \
+        int x1 = x0 + XBLOCK < n ? x0 + XBLOCK : n;                                                \
+        for (int r = r0; r < r1; r += 4) {                                                         \
+            int i = x0;                                                                            \
+            for (; i + 4 <= x1; i += 4)                                                            \
+                tile_##KIND(y + (size_t)i * ldy, ldy, (XT) + (size_t)i * in, in, (WT), r, r1);     \
+            for (; i < x1; i++)                                                                    \
+                row_##KIND(y + (size_t)i * ldy, (XT) + (size_t)i * in, in, (WT), r, r1);           \
         }                                                                                          \
-    } while (0)
-// clang-format on
+    }
+
+void lmf_matvec_f32_rows(float *y, int ldy, const float *x, const float *W, int n, int in, int r0,
+                         int r1) {
+    if (in <= 0) {
+        for (int i = 0; i < n; i++)
+            for (int r = r0; r < r1; r++) y[(size_t)i * ldy + r] = 0;
+        return;
+    }
+#if defined(__AVX512F__)
+    ROWS_BODY(f32, x, W)
+#else
+    for (int i = 0; i < n; i++)
+        for (int o = r0; o < r1; o++) {
+            float s = 0;
+            for (int k = 0; k < in; k++) s += x[(size_t)i * in + k] * W[(size_t)o * in + k];
+            y[(size_t)i * ldy + o] = s;
+        }
+#endif
+}
+
+void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, const uint16_t *W, int n, int in,
+                          int r0, int r1) {
+    if (in <= 0) {
+        for (int i = 0; i < n; i++)
+            for (int r = r0; r < r1; r++) y[(size_t)i * ldy + r] = 0;
+        return;
+    }
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+    ROWS_BODY(bf16, xb, W)
+#else
+    for (int i = 0; i < n; i++)
+        for (int o = r0; o < r1; o++) {
+            float s = 0;
+            for (int k = 0; k < in; k++)
+                s += lmf_bf16_to_f32(xb[(size_t)i * in + k]) *
+                     lmf_bf16_to_f32(W[(size_t)o * in + k]);
+            y[(size_t)i * ldy + o] = s;
+        }
+#endif
+}
+
+void lmf_round_bf16(uint16_t *xb, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) xb[i] = lmf_f32_to_bf16(x[i]);
+}
+
+/* The threaded products: weight rows in blocks of WBLOCK, one block per OpenMP iteration
+ * (static schedule, so each thread streams one contiguous range). */
+static int n_wblocks(int out) {
+    return (out + WBLOCK - 1) / WBLOCK;
+}
 
 void lmf_matvec_f32(float *y, const float *x, const float *W, int n, int out, int in) {
     if (n <= 0 || out <= 0) return;
@@ -160,7 +201,11 @@ void lmf_matvec_f32(float *y, const float *x, const float *W, int n, int out, in
         memset(y, 0, sizeof(float) * (size_t)n * out);
         return;
     }
-    MATVEC_DRIVER(f32, x, W);
+    int nblk = n_wblocks(out);
+#pragma omp parallel for schedule(static) if ((double)n * out * in > PAR_MIN_WORK)
+    for (int b = 0; b < nblk; b++)
+        lmf_matvec_f32_rows(y, out, x, W, n, in, b * WBLOCK,
+                            (b + 1) * WBLOCK < out ? (b + 1) * WBLOCK : out);
 #else
     lmf_matvec_f32_ref(y, x, W, n, out, in);
 #endif
@@ -177,7 +222,11 @@ void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out
     size_t nx = (size_t)n * in;
 #pragma omp parallel for schedule(static) if (nx > PAR_MIN_WORK)
     for (size_t i = 0; i < nx; i++) xb[i] = lmf_f32_to_bf16(x[i]);
-    MATVEC_DRIVER(bf16, xb, W);
+    int nblk = n_wblocks(out);
+#pragma omp parallel for schedule(static) if ((double)n * out * in > PAR_MIN_WORK)
+    for (int b = 0; b < nblk; b++)
+        lmf_matvec_bf16_rows(y, out, xb, W, n, in, b * WBLOCK,
+                             (b + 1) * WBLOCK < out ? (b + 1) * WBLOCK : out);
 #else
     (void)xb;
     lmf_matvec_bf16_ref(y, x, W, n, out, in);
@@ -242,9 +291,23 @@ static void attn_item(float *out, const float *q, const float *k, const float *v
     }
 }
 
+size_t lmf_attn_paged_scratch(const lmf_paged_shape *s) {
+    int G = s->H / s->KVH;
+    return (size_t)G * CHUNK + (size_t)G * s->D + 2 * (size_t)G;
+}
+
+void lmf_attn_paged_item(float *out, const float *q, const float *k, const float *v,
+                         const lmf_paged_seq *sq, int row, int kvh, const lmf_paged_shape *s,
+                         float *scratch) {
+    int G = s->H / s->KVH, HD = s->H * s->D, upto = sq->start + (row - sq->q_row);
+    float *sc = scratch, *acc = sc + (size_t)G * CHUNK, *mx = acc + (size_t)G * s->D, *sum = mx + G;
+    attn_item(out + (size_t)row * HD, q + (size_t)row * HD, k, v, sq, upto, kvh, s, sc, acc, mx,
+              sum);
+}
+
 void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float *v,
                          const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s) {
-    int H = s->H, KVH = s->KVH, D = s->D, G = H / KVH, total = 0;
+    int H = s->H, KVH = s->KVH, D = s->D, total = 0;
     double work = 0;
     for (int i = 0; i < n_seqs; i++) {
         total += seqs[i].n_new;
@@ -253,7 +316,7 @@ void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float
     int items = total * KVH;
 #pragma omp parallel if (work > 16 * PAR_MIN_WORK && items > 1)
     {
-        float *scratch = malloc(sizeof(float) * ((size_t)G * CHUNK + (size_t)G * D + 2 * G));
+        float *scratch = malloc(sizeof(float) * lmf_attn_paged_scratch(s));
         int si = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < items; it++) {
@@ -261,12 +324,7 @@ void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float
             if (!scratch) continue; /* out of memory: leaves the rows untouched */
             while (si > 0 && row < seqs[si].q_row) si--;
             while (row >= seqs[si].q_row + seqs[si].n_new) si++;
-            const lmf_paged_seq *sq = &seqs[si];
-            int upto = sq->start + (row - sq->q_row);
-            float *sc = scratch, *acc = sc + (size_t)G * CHUNK, *mx = acc + (size_t)G * D,
-                  *sum = mx + G;
-            attn_item(out + (size_t)row * H * D, q + (size_t)row * H * D, k, v, sq, upto, kvh, s,
-                      sc, acc, mx, sum);
+            lmf_attn_paged_item(out, q, k, v, &seqs[si], row, kvh, s, scratch);
         }
         free(scratch);
     }
