@@ -10,9 +10,13 @@
 #include "lmforge/decode_kernels.h"
 
 /* Up to this many rows a step's f32 products use the streaming matvec (each weight read once,
- * the decode case); past it the GEMM library's blocking wins. bf16 weights always use ours.
- * Steps of up to this many rows without adapters run as one parallel region (decode_fused.c). */
+ * the decode case); past it the GEMM library's blocking wins. bf16 weights always use ours. */
 enum { MATVEC_MAX_ROWS = 16 };
+/* Steps of up to this many rows without adapters (decodes of a batch of sequences, short
+ * prefill chunks) run as one parallel region with work stealing (decode_fused.c), whose 4 x 4
+ * tiles keep up with the GEMM library up to here and, unlike ~90 parallel regions per step,
+ * do not stall when a thread is descheduled on a shared machine. */
+enum { FUSED_MAX_ROWS = 64 };
 
 size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
     return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
@@ -208,7 +212,7 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
     if (rc) return rc;
     /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
-    int fused = be == lmf_backend_cpu() && n <= MATVEC_MAX_ROWS, nt = omp_get_max_threads();
+    int fused = be == lmf_backend_cpu() && n <= FUSED_MAX_ROWS, nt = omp_get_max_threads();
     for (int i = 0; i < n_seqs && fused; i++) fused = !seq_lora(m, &seqs[i]);
     step_bufs b = {0};
     size_t extra = fused ? lmf_fused_step_bytes(m, n, n_seqs, nt) : 0;

@@ -114,12 +114,75 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void wait_done(phase_sync *p) {
-    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->items; spins++) {
-        if (spins < SPIN_LIMIT)
+/* The weight bytes item `it` of phase p streams (the gate half of a gate/up item); NULL for
+ * attention items. */
+static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
+    const lmf_model *m = f->m;
+    const lmf_model_config *c = &m->cfg;
+    int QD = c->heads * c->head_dim, KD = c->kv_heads * c->head_dim, in = c->hidden, rows, r0, out;
+    const float *W;
+    if (p == f->n_phases - 1) {
+        W = m->w.lm_head, rows = f->rows_c, out = c->vocab;
+    } else {
+        const lmf_layer_weights *w = &m->w.layers[p / PH_PER_LAYER];
+        switch (p % PH_PER_LAYER) {
+        case PH_QKV: {
+            int nq = ceil_div(QD, f->rows_c), nk = ceil_div(KD, f->rows_c);
+            rows = f->rows_c;
+            if (it < nq)
+                W = w->w[LMF_Q], out = QD;
+            else if ((it -= nq) < nk)
+                W = w->w[LMF_K], out = KD;
+            else
+                it -= nk, W = w->w[LMF_V], out = KD;
+            break;
+        }
+        case PH_O:
+            W = w->w[LMF_O], rows = f->rows_o, out = c->hidden, in = QD;
+            break;
+        case PH_GU:
+            W = w->w[LMF_GATE], rows = f->rows_gu, out = c->ffn;
+            break;
+        case PH_DOWN:
+            W = w->w[LMF_DOWN], rows = f->rows_f, out = c->hidden, in = c->ffn;
+            break;
+        default:
+            return NULL;
+        }
+    }
+    r0 = it * rows;
+    rows = r0 + rows < out ? rows : out - r0;
+    size_t wsize = m->infer_bf16 ? sizeof(uint16_t) : sizeof(float);
+    *bytes = (size_t)rows * in * wsize;
+    const char *base =
+        m->infer_bf16 ? (const char *)(m->infer_bf16 + (W - m->params)) : (const char *)W;
+    return base + (size_t)r0 * in * wsize;
+}
+
+/* Waits until phase p is done. Meanwhile the memory bus is not left idle: the first item of
+ * this thread's range of phase `next` (the phase it runs after p) is prefetched into L2. */
+static void wait_done(const fused *f, int p, int next, int tid) {
+    phase_sync *ph = &f->ph[p];
+    if (atomic_load_explicit(&ph->done, memory_order_acquire) >= ph->items) return;
+    const char *pf = NULL, *end = NULL;
+    size_t bytes = 0;
+    if (next < f->n_phases) {
+        unsigned long long r =
+            atomic_load_explicit(&f->rg[(size_t)next * f->nt + tid].r, memory_order_relaxed);
+        unsigned lo = (unsigned)r, hi = (unsigned)(r >> 32);
+        if (lo < hi && (pf = item_weights(f, next, (int)lo, &bytes))) end = pf + bytes;
+    }
+    for (int spins = 0; atomic_load_explicit(&ph->done, memory_order_acquire) < ph->items;
+         spins++) {
+        if (pf < end) {
+            for (int i = 0; i < 4; i++) __builtin_prefetch(pf + 64 * i, 0, 2);
+            pf += 256;
+            spins = 0;
+        } else if (spins < SPIN_LIMIT) {
             cpu_relax();
-        else
+        } else {
             sched_yield();
+        }
     }
 }
 
@@ -302,23 +365,23 @@ static void thread_run(fused *f) {
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         int p = l * PH_PER_LAYER;
-        if (l > 0) wait_done(&f->ph[p - 1]);
+        if (l > 0) wait_done(f, p - 1, p + PH_QKV, tid);
         const float *in = prepare(f, b->x, w->attn_norm, n, C, xn, xb);
         run_phase(f, p + PH_QKV, tid, in, xb, scratch);
-        wait_done(&f->ph[p + PH_QKV]);
+        wait_done(f, p + PH_QKV, p + PH_ATT, tid);
         run_phase(f, p + PH_ATT, tid, NULL, NULL, scratch);
-        wait_done(&f->ph[p + PH_ATT]);
+        wait_done(f, p + PH_ATT, p + PH_O, tid);
         in = prepare(f, b->att, NULL, n, QD, xn, xb);
         run_phase(f, p + PH_O, tid, in, xb, scratch);
-        wait_done(&f->ph[p + PH_O]);
+        wait_done(f, p + PH_O, p + PH_GU, tid);
         in = prepare(f, b->x, w->mlp_norm, n, C, xn, xb);
         run_phase(f, p + PH_GU, tid, in, xb, scratch);
-        wait_done(&f->ph[p + PH_GU]);
+        wait_done(f, p + PH_GU, p + PH_DOWN, tid);
         in = prepare(f, b->h, NULL, n, c->ffn, xn, xb);
         run_phase(f, p + PH_DOWN, tid, in, xb, scratch);
     }
     int last = f->n_phases - 1;
-    wait_done(&f->ph[last - 1]);
+    wait_done(f, last - 1, last, tid);
     if (!f->ph[last].items) return;
     /* Only the last row of each sequence that wants logits: final norm, then the lm_head. */
     for (int i = 0, k = 0; i < f->n_seqs; i++)

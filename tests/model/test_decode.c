@@ -205,8 +205,8 @@ static void run_wide(int threads) {
     CHECK(lmf_model_create(&mr, &c, lmf_backend_ref()) == 0);
     lmf_model_init_random(m, 5);
     lmf_model_init_random(mr, 5);
-    int V = c.vocab, L = 20;
-    int32_t ids[3][20];
+    int V = c.vocab, L = 44;
+    int32_t ids[3][44];
     float *ref[3];
     for (int i = 0; i < 3; i++) {
         for (int t = 0; t < L; t++) ids[i][t] = (t * (17 + 4 * i) + 3 * i + 1) % V;
@@ -216,29 +216,29 @@ static void run_wide(int threads) {
         CHECK(lmf_model_set_infer_dtype(m, bf ? LMF_BF16 : LMF_F32) == 0);
         CHECK(lmf_model_set_infer_dtype(mr, bf ? LMF_BF16 : LMF_F32) == 0);
         lmf_kv_pool kv, kvr;
-        CHECK(lmf_kv_pool_create(&kv, m, BS, 16) == 0);
-        CHECK(lmf_kv_pool_create(&kvr, mr, BS, 16) == 0);
-        int32_t tables[3][5];
+        CHECK(lmf_kv_pool_create(&kv, m, BS, 33) == 0);
+        CHECK(lmf_kv_pool_create(&kvr, mr, BS, 33) == 0);
+        int32_t tables[3][11];
         for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 5; j++) tables[i][j] = 15 - (j * 3 + i);
+            for (int j = 0; j < 11; j++) tables[i][j] = 32 - (j * 3 + i);
         float lr[3 * 1003];
-        if (!wide_first[bf]) wide_first[bf] = malloc(sizeof(float) * 12 * 3 * V);
-        float *all = threads == 1 ? wide_first[bf] : malloc(sizeof(float) * 12 * 3 * V);
+        if (!wide_first[bf]) wide_first[bf] = malloc(sizeof(float) * 16 * 3 * V);
+        float *all = threads == 1 ? wide_first[bf] : malloc(sizeof(float) * 16 * 3 * V);
         double worst = 0, worst_r = 0;
         int n_logits = 0;
-        /* Sequence 0 and 1 start with 9 and 13 tokens in one step, 2 waits; then 0 and 1 decode
-         * while 2 prefills 7, then all three decode to the end. */
-        lmf_seq_step s[3] = {{ids[0], 9, 0, tables[0], 5, 1, NULL},
-                             {ids[1], 13, 0, tables[1], 5, 1, NULL}};
-        CHECK(lmf_model_step(m, &kv, s, 2, NULL) == 0); /* 22 rows: the general path */
+        /* Sequence 0 and 1 start with 33 and 37 tokens in one step, 2 waits; then 0 and 1
+         * decode while 2 prefills 7, then all three decode until 0 reaches the end. */
+        lmf_seq_step s[3] = {{ids[0], 33, 0, tables[0], 11, 1, NULL},
+                             {ids[1], 37, 0, tables[1], 11, 1, NULL}};
+        CHECK(lmf_model_step(m, &kv, s, 2, NULL) == 0); /* 70 rows: the general path */
         CHECK(lmf_model_step(mr, &kvr, s, 2, NULL) == 0);
-        int pos[3] = {9, 13, 0};
+        int pos[3] = {33, 37, 0};
         for (int step = 0; pos[0] < L; step++) {
             int ns = 0, want[3];
             for (int i = 0; i < 3; i++) {
                 int k = i == 2 && step == 0 ? 7 : 1;
                 if (pos[i] + k > L) continue;
-                s[ns] = (lmf_seq_step){ids[i] + pos[i], k, pos[i], tables[i], 5, 1, NULL};
+                s[ns] = (lmf_seq_step){ids[i] + pos[i], k, pos[i], tables[i], 11, 1, NULL};
                 want[ns++] = i;
             }
             float *lg = all + (size_t)n_logits * V;
@@ -256,7 +256,7 @@ static void run_wide(int threads) {
         CHECK_MSG(worst < 1e-4, "wide, %d threads: step vs forward rel err %g", threads, worst);
         CHECK_MSG(worst_r < (bf ? 1e-2 : 1e-4), "wide, %d threads, %s: cpu vs ref step rel err %g",
                   threads, bf ? "bf16" : "f32", worst_r);
-        CHECK(n_logits <= 12 * 3);
+        CHECK(n_logits <= 16 * 3);
         if (threads > 1) {
             CHECK_MSG(!memcmp(all, wide_first[bf], sizeof(float) * n_logits * V),
                       "wide, %s: %d threads differ from 1 thread", bf ? "bf16" : "f32", threads);
