@@ -184,8 +184,16 @@ void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, const uint16_t 
 #endif
 }
 
+/* lmf_f32_to_bf16 in a form the compiler vectorises (no call, no branch): round to nearest
+ * even, NaN made quiet; the same bits (tested). */
 void lmf_round_bf16(uint16_t *xb, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) xb[i] = lmf_f32_to_bf16(x[i]);
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, q = (u >> 16) | 0x40u;
+        xb[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
 }
 
 /* The threaded products: weight rows in blocks of WBLOCK, one block per OpenMP iteration

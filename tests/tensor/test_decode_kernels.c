@@ -35,11 +35,17 @@ static void check_matvec(int n, int out, int in) {
     lmf_matvec_f32_ref(yr, x, W, n, out, in);
     e = test_max_rel(y, yr, (size_t)n * out);
     CHECK_MSG(e < 3e-2, "bf16 vs f32 n=%d out=%d in=%d: rel err %g", n, out, in, e);
+    /* x rounded to bf16 by lmf_round_bf16 (the row-range kernels' input) is lmf_f32_to_bf16's. */
+    lmf_round_bf16(xb, x, (size_t)n * in);
+    for (size_t i = 0; i < (size_t)n * in; i++)
+        if (xb[i] != lmf_f32_to_bf16(x[i])) {
+            CHECK_MSG(0, "round_bf16 of x[%zu]", i);
+            break;
+        }
     /* The single-thread row-range kernels, in three uneven pieces into a wider y. */
     int ld = out + 3, cut[4] = {0, out / 3, out / 3 + (out - out / 3) / 2 + 1, out};
     if (cut[2] > out) cut[2] = out;
     float *yw = malloc(sizeof(float) * n * ld);
-    for (size_t i = 0; i < (size_t)n * in; i++) xb[i] = lmf_f32_to_bf16(x[i]);
     for (int kind = 0; kind < 2; kind++) {
         for (int j = 0; j < 3; j++)
             if (kind)
@@ -56,10 +62,12 @@ static void check_matvec(int n, int out, int in) {
         CHECK_MSG(worst < 1e-5, "%s rows n=%d out=%d in=%d: rel err %g", kind ? "bf16" : "f32", n,
                   out, in, worst);
     }
-    uint16_t rb[3];
-    float rx[3] = {1.00390625f, -3.5f, 1e-3f};
-    lmf_round_bf16(rb, rx, 3);
-    for (int i = 0; i < 3; i++) CHECK(rb[i] == lmf_f32_to_bf16(rx[i]));
+    /* lmf_round_bf16 gives lmf_f32_to_bf16's bits: ties both ways, denormals, inf, NaN. */
+    float rx[9] = {1.00390625f, 1.01171875f, -3.5f,     1e-3f, 1e-40f,
+                   -1e-45f,     INFINITY,    -INFINITY, NAN};
+    uint16_t rb[9];
+    lmf_round_bf16(rb, rx, 9);
+    for (int i = 0; i < 9; i++) CHECK_MSG(rb[i] == lmf_f32_to_bf16(rx[i]), "round_bf16 [%d]", i);
     free(yw);
     free(x), free(W), free(y), free(yr), free(Wb), free(xb);
 }
