@@ -217,6 +217,26 @@ static void residual(float *x, const float *t, int n, int C, int r0, int r1) {
         for (int r = r0; r < r1; r++) x[(size_t)i * C + r] += t[(size_t)i * C + r];
 }
 
+/* The small per-row ops run inside the region, so they must not open one of their own: the
+ * backend's kernels are OpenMP loops, and even a one-thread nested region costs microseconds
+ * (thousands of gate/up items a token). RMSNorm: cpu_rmsnorm_fwd's arithmetic, in place
+ * allowed. */
+static void rmsnorm_rows(float *out, const float *x, const float *w, int n, int C, float eps) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * C;
+        float *oi = out + (size_t)i * C, ss = 0;
+        for (int c = 0; c < C; c++) ss += xi[c] * xi[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        for (int c = 0; c < C; c++) oi[c] = xi[c] * r * w[c];
+    }
+}
+
+/* h = silu(gate) * up. */
+static void swiglu_row(float *h, const float *gate, const float *up, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) h[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 /* RoPE of `heads` consecutive heads of one token at position pos (cpu_rope's arithmetic). */
 static void rope_heads(float *x, int heads, int D, int pos, const float *inv_freq) {
     int half = D / 2;
@@ -247,8 +267,8 @@ static void attention_item(const fused *f, int l, int it, float *scratch) {
               *kh = b->k + (size_t)row * KD + (size_t)kvh * D,
               *vh = b->v + (size_t)row * KD + (size_t)kvh * D;
         if (c->qk_norm) {
-            m->be->rmsnorm_fwd(qh, NULL, qh, w->q_norm, G, D, c->rms_eps);
-            m->be->rmsnorm_fwd(kh, NULL, kh, w->k_norm, 1, D, c->rms_eps);
+            rmsnorm_rows(qh, qh, w->q_norm, G, D, c->rms_eps);
+            rmsnorm_rows(kh, kh, w->k_norm, 1, D, c->rms_eps);
         }
         rope_heads(qh, G, D, pos, m->inv_freq);
         rope_heads(kh, 1, D, pos, m->inv_freq);
@@ -310,8 +330,8 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
         product(f, w->w[LMF_GATE], C, b->gate, F, r0, r1, xn, xb, n);
         product(f, w->w[LMF_UP], C, b->up, F, r0, r1, xn, xb, n);
         for (int i = 0; i < n; i++)
-            m->be->swiglu_fwd(b->h + (size_t)i * F + r0, b->gate + (size_t)i * F + r0,
-                              b->up + (size_t)i * F + r0, (size_t)(r1 - r0));
+            swiglu_row(b->h + (size_t)i * F + r0, b->gate + (size_t)i * F + r0,
+                       b->up + (size_t)i * F + r0, r1 - r0);
         break;
     }
     default: {
@@ -344,7 +364,7 @@ static const float *prepare(const fused *f, const float *x, const float *norm, i
                             float *xn, uint16_t *xb) {
     const lmf_model *m = f->m;
     if (norm) {
-        m->be->rmsnorm_fwd(xn, NULL, x, norm, n, in, m->cfg.rms_eps);
+        rmsnorm_rows(xn, x, norm, n, in, m->cfg.rms_eps);
         x = xn;
     }
     if (m->infer_bf16) lmf_round_bf16(xb, x, (size_t)n * in);
@@ -387,7 +407,7 @@ static void thread_run(fused *f) {
     for (int i = 0, k = 0; i < f->n_seqs; i++)
         if (f->seqs[i].want_logits) {
             const float *row = b->x + (size_t)(b->pseqs[i].q_row + b->pseqs[i].n_new - 1) * C;
-            m->be->rmsnorm_fwd(xn + (size_t)k++ * C, NULL, row, m->w.final_norm, 1, C, c->rms_eps);
+            rmsnorm_rows(xn + (size_t)k++ * C, row, m->w.final_norm, 1, C, c->rms_eps);
         }
     if (m->infer_bf16) lmf_round_bf16(xb, xn, (size_t)f->n_out * C);
     run_phase(f, last, tid, xn, xb, scratch);
