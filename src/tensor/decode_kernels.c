@@ -62,25 +62,69 @@ static void row_f32(float *y, const float *x, int in, const float *W, int r0, in
     }
 }
 
-/* Four input rows against four weight rows: 16 sums, each loaded vector used 4 times. */
+/* 4 x 4 tiles: four input rows against four weight rows, 16 sums in registers, each loaded
+ * vector used 4 times. The main loop loads whole vectors and only the tail is masked (masked
+ * loads every step measured ~1.5x slower on Zen 4). Named accumulators, not an array, so they
+ * stay in registers. */
+#define TILE_STEP(LOAD, FMA)                                                                       \
+    do {                                                                                           \
+        VT v0 = LOAD(w0 + k), v1 = LOAD(w1 + k), v2 = LOAD(w2 + k), v3 = LOAD(w3 + k), u;          \
+        u = LOAD(x0 + k);                                                                          \
+        a00 = FMA(a00, u, v0), a01 = FMA(a01, u, v1), a02 = FMA(a02, u, v2),                       \
+        a03 = FMA(a03, u, v3);                                                                     \
+        u = LOAD(x1 + k);                                                                          \
+        a10 = FMA(a10, u, v0), a11 = FMA(a11, u, v1), a12 = FMA(a12, u, v2),                       \
+        a13 = FMA(a13, u, v3);                                                                     \
+        u = LOAD(x2 + k);                                                                          \
+        a20 = FMA(a20, u, v0), a21 = FMA(a21, u, v1), a22 = FMA(a22, u, v2),                       \
+        a23 = FMA(a23, u, v3);                                                                     \
+        u = LOAD(x3 + k);                                                                          \
+        a30 = FMA(a30, u, v0), a31 = FMA(a31, u, v1), a32 = FMA(a32, u, v2),                       \
+        a33 = FMA(a33, u, v3);                                                                     \
+    } while (0)
+
+/* The tile's setup (weight rows past `out` repeat the last one; their sums are dropped) and its
+ * stores. */
+#define TILE_BEGIN(T)                                                                              \
+    const T *w0 = W + (size_t)(r0 < out ? r0 : out - 1) * in,                                      \
+            *w1 = W + (size_t)(r0 + 1 < out ? r0 + 1 : out - 1) * in,                              \
+            *w2 = W + (size_t)(r0 + 2 < out ? r0 + 2 : out - 1) * in,                              \
+            *w3 = W + (size_t)(r0 + 3 < out ? r0 + 3 : out - 1) * in;                              \
+    const T *x0 = x, *x1 = x + in, *x2 = x + 2 * (size_t)in, *x3 = x + 3 * (size_t)in;             \
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,       \
+           a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, \
+           a32 = a00, a33 = a00;                                                                   \
+    int k = 0
+
+#define TILE_END()                                                                                 \
+    do {                                                                                           \
+        float t[4][4] = {{_mm512_reduce_add_ps(a00), _mm512_reduce_add_ps(a01),                    \
+                          _mm512_reduce_add_ps(a02), _mm512_reduce_add_ps(a03)},                   \
+                         {_mm512_reduce_add_ps(a10), _mm512_reduce_add_ps(a11),                    \
+                          _mm512_reduce_add_ps(a12), _mm512_reduce_add_ps(a13)},                   \
+                         {_mm512_reduce_add_ps(a20), _mm512_reduce_add_ps(a21),                    \
+                          _mm512_reduce_add_ps(a22), _mm512_reduce_add_ps(a23)},                   \
+                         {_mm512_reduce_add_ps(a30), _mm512_reduce_add_ps(a31),                    \
+                          _mm512_reduce_add_ps(a32), _mm512_reduce_add_ps(a33)}};                  \
+        for (int i = 0; i < 4; i++)                                                                \
+            for (int j = 0; j < 4 && r0 + j < out; j++) y[(size_t)i * ldy + r0 + j] = t[i][j];     \
+    } while (0)
+
+static inline __m512 fma_f32(__m512 acc, __m512 a, __m512 b) {
+    return _mm512_fmadd_ps(a, b, acc);
+}
+
 static void tile_f32(float *y, int ldy, const float *x, int in, const float *W, int r0, int out) {
-    const float *w[4];
-    for (int j = 0; j < 4; j++) w[j] = W + (size_t)(r0 + j < out ? r0 + j : out - 1) * in;
-    __m512 acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int k = 0; k < in; k += 16) {
-        __mmask16 m = in - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (in - k)) - 1);
-        __m512 wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(m, w[j] + k);
-        for (int i = 0; i < 4; i++) {
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)i * in + k);
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
-        }
+    typedef __m512 VT;
+    TILE_BEGIN(float);
+#define LOAD_F32(p) _mm512_loadu_ps(p)
+    for (; k + 16 <= in; k += 16) TILE_STEP(LOAD_F32, fma_f32);
+    if (k < in) {
+        __mmask16 m = (__mmask16)((1u << (in - k)) - 1);
+#define LOADM_F32(p) _mm512_maskz_loadu_ps(m, p)
+        TILE_STEP(LOADM_F32, fma_f32);
     }
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4 && r0 + j < out; j++)
-            y[(size_t)i * ldy + r0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+    TILE_END();
 }
 #endif
 
@@ -108,25 +152,22 @@ static void row_bf16(float *y, const uint16_t *x, int in, const uint16_t *W, int
     }
 }
 
+static inline __m512 fma_bf16(__m512 acc, __m512bh a, __m512bh b) {
+    return _mm512_dpbf16_ps(acc, a, b);
+}
+
 static void tile_bf16(float *y, int ldy, const uint16_t *x, int in, const uint16_t *W, int r0,
                       int out) {
-    const uint16_t *w[4];
-    for (int j = 0; j < 4; j++) w[j] = W + (size_t)(r0 + j < out ? r0 + j : out - 1) * in;
-    __m512 acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int k = 0; k < in; k += 32) {
-        __mmask32 m = in - k >= 32 ? ~0u : (__mmask32)((1u << (in - k)) - 1);
-        __m512bh wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = bf16_load(m, w[j] + k);
-        for (int i = 0; i < 4; i++) {
-            __m512bh xv = bf16_load(m, x + (size_t)i * in + k);
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-        }
+    typedef __m512bh VT;
+    TILE_BEGIN(uint16_t);
+#define LOAD_BF16(p) bf16_load(~0u, p)
+    for (; k + 32 <= in; k += 32) TILE_STEP(LOAD_BF16, fma_bf16);
+    if (k < in) {
+        __mmask32 m = (__mmask32)((1u << (in - k)) - 1);
+#define LOADM_BF16(p) bf16_load(m, p)
+        TILE_STEP(LOADM_BF16, fma_bf16);
     }
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4 && r0 + j < out; j++)
-            y[(size_t)i * ldy + r0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+    TILE_END();
 }
 #endif
 
