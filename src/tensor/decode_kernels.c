@@ -285,10 +285,30 @@ void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out
 enum { CHUNK = 32 }; /* cached tokens scored together before one softmax rescale */
 
 /* One (new token, KV head) item: the G query heads of the group against the cache. */
+/* Asks for every cached key and value row of KV head kvh up to position upto, into L2. In
+ * decode the cache has been evicted by the weights streamed since the last token, and one
+ * head's rows are short (D floats) at a stride of the whole KV row, in blocks far apart: read
+ * in order, each would wait a memory latency; asked for all at once, they arrive together. */
+static void attn_prefetch(const float *k, const float *v, const lmf_paged_seq *sq, int upto,
+                          int kvh, const lmf_paged_shape *s) {
+    int D = s->D, kv_dim = s->KVH * D, bs = s->block_size;
+    size_t bytes = sizeof(float) * (size_t)D;
+    for (int t = 0; t <= upto; t++) {
+        size_t off = (size_t)sq->table[t / bs] * s->block_stride + (size_t)(t % bs) * kv_dim +
+                     (size_t)kvh * D;
+        const char *kr = (const char *)(k + off), *vr = (const char *)(v + off);
+        for (size_t b = 0; b < bytes; b += 64) {
+            __builtin_prefetch(kr + b, 0, 2);
+            __builtin_prefetch(vr + b, 0, 2);
+        }
+    }
+}
+
 static void attn_item(float *out, const float *q, const float *k, const float *v,
                       const lmf_paged_seq *sq, int upto, int kvh, const lmf_paged_shape *s,
                       float *sc, float *acc, float *mx, float *sum) {
     int D = s->D, G = s->H / s->KVH, kv_dim = s->KVH * D, bs = s->block_size;
+    attn_prefetch(k, v, sq, upto, kvh, s);
     for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
     memset(acc, 0, sizeof(float) * (size_t)G * D);
     const float *qg = q + (size_t)kvh * G * D;
