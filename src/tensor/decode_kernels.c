@@ -268,9 +268,14 @@ void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out
         memset(y, 0, sizeof(float) * (size_t)n * out);
         return;
     }
-    size_t nx = (size_t)n * in;
+    /* x rounded in slices of 16K values by the vectorised lmf_round_bf16, not one call to
+     * lmf_f32_to_bf16 per value. */
+    size_t nx = (size_t)n * in, slice = 1 << 14;
+    long n_slices = (long)((nx + slice - 1) / slice);
 #pragma omp parallel for schedule(static) if (nx > PAR_MIN_WORK)
-    for (size_t i = 0; i < nx; i++) xb[i] = lmf_f32_to_bf16(x[i]);
+    for (long j = 0; j < n_slices; j++)
+        lmf_round_bf16(xb + j * slice, x + j * slice,
+                       (size_t)j * slice + slice < nx ? slice : nx - (size_t)j * slice);
     int nblk = n_wblocks(out);
 #pragma omp parallel for schedule(static) if ((double)n * out * in > PAR_MIN_WORK)
     for (int b = 0; b < nblk; b++)
