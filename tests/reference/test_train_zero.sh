@@ -13,6 +13,9 @@
 . "$(dirname "$0")/common.sh"
 command -v mpirun > /dev/null || { echo "SKIP: mpirun not found (scripts/install-deps.sh installs openmpi-bin)"; exit 77; }
 if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
+# Under the sanitizers (5-10x slower) the 4-rank runs are left to the Release pass.
+NS="2 4"
+if [ -n "${ASAN_OPTIONS:-}" ]; then NS=2; fi
 cd "$WORK"
 D="$LMF_SRC/data/demo"
 demo_model llama 11
@@ -61,7 +64,7 @@ run() { # run OUT ARGS...: lmforge train base.yaml ARGS output_dir=OUT, log in O
     "$LMF" train base.yaml "$@" output_dir="$out" > "$out.txt" 2>&1
 }
 for kind in lora full; do
-    for n in 2 4; do
+    for n in $NS; do
         check "$kind: 1 rank, accumulation $n" run ${kind}_1x$n finetuning_type=$kind gradient_accumulation_steps=$n
         for z in 1 2 3; do
             check "$kind ZeRO-$z: $n ranks" run ${kind}_z${z}_$n finetuning_type=$kind nproc_per_node=$n zero_stage=$z
@@ -69,6 +72,7 @@ for kind in lora full; do
         done
     done
 done
+[ -d full_1x4 ] || check "full: 1 rank, accumulation 4" run full_1x4 finetuning_type=full gradient_accumulation_steps=4
 for z in 2 3; do
     check "full ZeRO-$z: 2 ranks x 2 accumulation" run full_z${z}_2x2 finetuning_type=full nproc_per_node=2 gradient_accumulation_steps=2 zero_stage=$z
     check "full ZeRO-$z: 2 ranks x 2 accumulation == 1 rank x 4" same full_z${z}_2x2 full_1x4 full
@@ -77,7 +81,7 @@ done
 # Memory per rank: N = 1 (the one-process baseline) and the runs above.
 check "full: one process reports its memory" run full_mem1 finetuning_type=full zero_stage=3 max_steps=1
 check "memory follows 1/N for what each stage shards" "$LMF_PY" - <<'PY'
-import re
+import os, re
 def mem(path):
     rows = [tuple(float(x) for x in m.groups()) for m in re.finditer(
         r"memory held by rank \d+ \(.*?\): parameters ([\d.]+) MB, gradients ([\d.]+) MB, optimizer state ([\d.]+) MB",
@@ -90,6 +94,8 @@ print(f"{'-':>6} {1:>2} {p1:10.3f} {g1:9.3f} {o1:9.3f}")
 ok = True
 for z in (1, 2, 3):
     for n in (2, 4):
+        if not os.path.exists(f"full_z{z}_{n}.txt"):
+            continue
         p, g, o = mem(f"full_z{z}_{n}.txt")
         print(f"{'ZeRO-'+str(z):>6} {n:>2} {p:10.3f} {g:9.3f} {o:9.3f}")
         # slack: 1% plus 12 pages (the shared first and last page of each unit's range may stay)
@@ -107,12 +113,12 @@ PY
 # The ZeRO-3 outputs are whole: peft and transformers load them and give lmforge's NLL.
 IDS=$(printf 'Describe the water cycle in one sentence.' | "$LMF" tokenizer encode --tokenizer model | tr -d '[] ')
 [ -n "$IDS" ] || IDS="5,17,42,8,99,3,250,11,7,64,128,9"
-check "ZeRO-3 adapter: peft NLL == lmforge NLL" sh -c "'$LMF' score --model model --adapter lora_z3_4 --ids '$IDS' --json > a_ours.json && '$LMF_PY' - '$IDS' <<'PY'
+check "ZeRO-3 adapter: peft NLL == lmforge NLL" sh -c "'$LMF' score --model model --adapter lora_z3_2 --ids '$IDS' --json > a_ours.json && '$LMF_PY' - '$IDS' <<'PY'
 import json, sys, torch
 from transformers import AutoModelForCausalLM
 from peft import PeftModel
 ids = [int(x) for x in sys.argv[1].split(',')]
-m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('model', torch_dtype=torch.float32), 'lora_z3_4').eval()
+m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('model', torch_dtype=torch.float32), 'lora_z3_2').eval()
 bs = [p for n, p in m.named_parameters() if 'lora_B' in n]
 assert bs and all(p.numel() > 0 and p.abs().max() > 0 for p in bs), 'empty or untrained lora_B'
 with torch.no_grad():
@@ -120,7 +126,7 @@ with torch.no_grad():
 r = -lp.mean().item(); o = json.load(open('a_ours.json'))['mean_nll']
 print('peft', r, 'lmforge', o); sys.exit(0 if abs(o - r) <= 1e-4 * abs(r) else 1)
 PY"
-check "ZeRO-3 full model: transformers NLL == lmforge NLL" sh -c "'$LMF' score --model full_z3_4 --ids '$IDS' --json > f_ours.json && '$LMF_PY' '$LMF_SRC/tests/reference/hf_nll.py' --model full_z3_4 --ids '$IDS' > f_ref.json && '$LMF_PY' -c \"import json; o=json.load(open('f_ours.json'))['mean_nll']; r=json.load(open('f_ref.json'))['mean_nll']; print(o, r); exit(0 if abs(o-r) <= 1e-4*abs(r) else 1)\""
+check "ZeRO-3 full model: transformers NLL == lmforge NLL" sh -c "'$LMF' score --model full_z3_2 --ids '$IDS' --json > f_ours.json && '$LMF_PY' '$LMF_SRC/tests/reference/hf_nll.py' --model full_z3_2 --ids '$IDS' > f_ref.json && '$LMF_PY' -c \"import json; o=json.load(open('f_ours.json'))['mean_nll']; r=json.load(open('f_ref.json'))['mean_nll']; print(o, r); exit(0 if abs(o-r) <= 1e-4*abs(r) else 1)\""
 
 # Sharded checkpoints, resumed by other world sizes.
 check "ZeRO-3, 2 ranks x 2: checkpoints" run ck2 finetuning_type=full nproc_per_node=2 gradient_accumulation_steps=2 zero_stage=3 save_steps=4
