@@ -12,7 +12,9 @@
 static const lmf_cfg_key keys[] = {
     /* model */
     {"model_name_or_path", S, NULL, NULL,
-     "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)", 0},
+     "Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a llama .gguf "
+     "file (its tokenizer embedded)",
+     0},
     {"adapter_name_or_path", S, NULL, NULL,
      "PEFT LoRA adapter folder to load (train: continue it; export: merge it)", 0},
     {"trust_remote_code", B, "false", NULL, "accepted; lmforge runs no model code from the folder",
@@ -41,7 +43,8 @@ static const lmf_cfg_key keys[] = {
      "freeze: train the last N layers (negative: the first -N)", 0},
     {"freeze_trainable_modules", S, "all", NULL,
      "freeze: which modules of the trainable layers train", 0},
-    {"deepspeed", S, NULL, NULL, "DeepSpeed ZeRO JSON (distributed training)", 0},
+    {"deepspeed", S, NULL, NULL,
+     "DeepSpeed JSON: zero_optimization.stage 0..3 chooses the sharding (docs/distributed.md)", 0},
     /* dataset */
     {"dataset", S, NULL, NULL, "dataset names from dataset_info.json, comma separated", 0},
     {"eval_dataset", S, NULL, NULL, "evaluation dataset names", 0},
@@ -113,6 +116,8 @@ static const lmf_cfg_key keys[] = {
      "FSDP as transformers' TrainingArguments: full_shard | shard_grad_op | no_shard | "
      "hybrid_shard, with optional auto_wrap / offload (accepted)",
      0},
+    {"fsdp_config", S, NULL, NULL,
+     "FSDP options file (JSON): sharding_strategy / fsdp_sharding_strategy and accepted extras", 0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",
      0},
     {"hostfile", S, NULL, NULL,
@@ -130,6 +135,10 @@ static const lmf_cfg_key keys[] = {
     {"export_legacy_format", B, "false", NULL,
      "export: .bin instead of safetensors (not available)", 0},
     {"export_device", S, "cpu", "cpu|auto", "accepted", 1},
+    {"export_quantization_bit", I, NULL, "4..8",
+     "export: with an export_dir ending in .gguf, 2-D weights as Q8_0 (8) or Q4_K (4; Q4_0 where "
+     "rows are not a multiple of 256); unset: the model's dtype",
+     0},
     /* inference */
     {"infer_backend", S, "huggingface", NULL, "accepted; lmforge serves with its own engine", 1},
     {"max_new_tokens", I, "1024", "1..", "generation length", 0},
@@ -160,6 +169,30 @@ static const lmf_cfg_key keys[] = {
      "token, f32 accumulation); auto is float32",
      0},
     {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
+    /* data-parallel serving (lmforge router; lmforge api with data_parallel_size) */
+    {"data_parallel_size", I, "1", "1..64",
+     "api: N > 1 starts N replica servers on 127.0.0.1, ports API_PORT+1..API_PORT+N (threads "
+     "split between them unless `threads` is set), behind a router on API_PORT",
+     0},
+    {"router_replicas", S, NULL, NULL,
+     "router: the replicas' base URLs, comma separated (http://host:port,...)", 0},
+    {"router_host", S, NULL, NULL, "router: address to listen on (default API_HOST or 127.0.0.1)",
+     0},
+    {"router_port", I, NULL, "1..65535", "router: port to listen on (default API_PORT or 8000)", 0},
+    {"router_policy", S, "least", "least|prefix",
+     "router: least outstanding requests, or prefix affinity (the same prompt prefix goes to "
+     "the same healthy replica, for KV prefix reuse)",
+     0},
+    {"router_health_interval", F, "2", "0.05..3600", "router: seconds between health checks", 0},
+    {"router_health_failures", I, "2", "1..1000",
+     "router: failed health checks in a row that eject a replica (one that refuses a request "
+     "is ejected at once)",
+     0},
+    {"router_prefix_chars", I, "256", "1..",
+     "router: prefix policy: leading characters of the messages or prompt that are hashed", 0},
+    {"router_request_timeout", I, "600", "1..",
+     "router: seconds a replica may take to answer (or stay silent mid-stream)", 0},
+    {"router_max_connections", I, "256", "1..100000", "router: client connections at once", 0},
 };
 
 const lmf_cfg_key *lmf_config_keys(int *n) {

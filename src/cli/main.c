@@ -24,6 +24,8 @@ static const struct {
      lmf_cmd_chat},
     {"api", "serve a model (and adapter) over OpenAI's HTTP API (chat, completions, SSE)",
      lmf_cmd_api},
+    {"router", "route OpenAI API requests across `lmforge api` replicas (health checks, retries)",
+     lmf_cmd_router},
     {"data", "preview how a config's dataset renders: template, tokens, trained spans",
      lmf_cmd_data},
     {"config", "check a YAML config (effective values) or print the key table", lmf_cmd_config},

@@ -1,5 +1,6 @@
 /* Model weights: the parameter table (Hugging Face names, shapes, offsets into one flat
  * buffer), creation, random initialisation, loading from and saving to HF folders. */
+#include "lmforge/gguf_model.h"
 #include "lmforge/io.h"
 #include "lmforge/json.h"
 #include "lmforge/model.h"
@@ -231,6 +232,7 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 }
 
 int lmf_model_load(lmf_model **out, const char *dir, const lmf_backend *be) {
+    if (lmf_path_is_gguf(dir)) return lmf_model_load_gguf(out, dir, be); /* llama.cpp's files */
     lmf_model_config cfg;
     char *cfg_path = lmf_path_join(dir, "config.json");
     if (!cfg_path) return lmf_errorf(LMF_ENOMEM, "out of memory");

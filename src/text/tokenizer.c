@@ -6,6 +6,7 @@
 
 #include "lmforge/core.h"
 #include "lmforge/json.h"
+#include "lmforge/tokenizer_gguf.h"
 #include "text/tokenizer_internal.h"
 
 #include <stdlib.h>
@@ -134,8 +135,37 @@ static int marker_split_ok(const lmf_tokenizer *t) {
     return 1;
 }
 
+int lmf_tok_build(lmf_tokenizer *t, const cJSON *root, const char *path) {
+    int rc;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsObject(model))
+        return lmf_errorf(LMF_EFORMAT, "%s: \"model\": expected an object", path);
+    if ((rc = lmf_bpe_init(&t->bpe, model, path))) return rc;
+    if ((rc = load_added(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), path)))
+        return rc;
+    if ((rc = lmf_tok_load_pipeline(t, root, path))) return rc;
+    if ((rc = added_patterns(t))) return rc;
+    for (int b = 0; b < 256; b++)
+        t->bl_len[b] = (uint8_t)lmf_utf8_put(lmf_bytelevel_cp((uint8_t)b), t->bl_utf8[b]);
+    t->vocab_size = t->bpe.n_ids;
+    for (int i = 0; i < t->n_added; i++)
+        if (t->added[i].id >= t->vocab_size) t->vocab_size = t->added[i].id + 1;
+    if (!(t->added_of_id = malloc((size_t)t->vocab_size * sizeof *t->added_of_id)))
+        return lmf_errorf(LMF_ENOMEM, "tokenizer: out of memory");
+    memset(t->added_of_id, 0xff, (size_t)t->vocab_size * sizeof *t->added_of_id);
+    for (int i = 0; i < t->n_added; i++) t->added_of_id[t->added[i].id] = i;
+    return 0;
+}
+
 int lmf_tokenizer_load(lmf_tokenizer **out, const char *dir) {
     *out = NULL;
+    if (lmf_path_is_gguf(dir)) { /* the tokenizer a llama.cpp model file embeds */
+        lmf_gguf g;
+        int rc = lmf_gguf_open(&g, dir);
+        if (!rc) rc = lmf_tokenizer_from_gguf(out, &g);
+        lmf_gguf_close(&g);
+        return rc;
+    }
     char *path = lmf_path_join(dir, "tokenizer.json");
     cJSON *root = NULL;
     int rc;
@@ -146,27 +176,7 @@ int lmf_tokenizer_load(lmf_tokenizer **out, const char *dir) {
     }
     t->bos = t->eos = t->pad = -1;
     if ((rc = lmf_json_load(path, &root))) goto fail;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) {
-        rc = lmf_errorf(LMF_EFORMAT, "%s: \"model\": expected an object", path);
-        goto fail;
-    }
-    if ((rc = lmf_bpe_init(&t->bpe, model, path))) goto fail;
-    if ((rc = load_added(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), path)))
-        goto fail;
-    if ((rc = lmf_tok_load_pipeline(t, root, path))) goto fail;
-    if ((rc = added_patterns(t))) goto fail;
-    for (int b = 0; b < 256; b++)
-        t->bl_len[b] = (uint8_t)lmf_utf8_put(lmf_bytelevel_cp((uint8_t)b), t->bl_utf8[b]);
-    t->vocab_size = t->bpe.n_ids;
-    for (int i = 0; i < t->n_added; i++)
-        if (t->added[i].id >= t->vocab_size) t->vocab_size = t->added[i].id + 1;
-    if (!(t->added_of_id = malloc((size_t)t->vocab_size * sizeof *t->added_of_id))) {
-        rc = lmf_errorf(LMF_ENOMEM, "tokenizer: out of memory");
-        goto fail;
-    }
-    memset(t->added_of_id, 0xff, (size_t)t->vocab_size * sizeof *t->added_of_id);
-    for (int i = 0; i < t->n_added; i++) t->added_of_id[t->added[i].id] = i;
+    if ((rc = lmf_tok_build(t, root, path))) goto fail;
     if ((rc = load_config(t, dir))) goto fail;
     t->split_at_marker = marker_split_ok(t);
     cJSON_Delete(root);

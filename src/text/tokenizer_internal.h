@@ -133,6 +133,10 @@ struct lmf_tokenizer {
     uint8_t bl_len[256];
 };
 
+/* Builds the model, added tokens and pipeline of t (calloc'd, bos/eos/pad -1) from a parsed
+ * tokenizer.json (file names it in errors): everything lmf_tokenizer_load does before reading
+ * tokenizer_config.json. Also used to build a tokenizer from a GGUF file's metadata. */
+int lmf_tok_build(struct lmf_tokenizer *t, const struct cJSON *root, const char *file);
 /* Applies the normalizer steps to s[0..n), writing out (cleared first). */
 int lmf_tok_normalize(const struct lmf_tokenizer *t, const char *s, size_t n, lmf_sbuf *out);
 /* Splits normalized text into pre-tokenized words (the pre-tokenizer steps) in out. */

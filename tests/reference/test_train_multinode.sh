@@ -1,5 +1,5 @@
 #!/bin/sh
-# Multi-node training: 2 "nodes" (network namespaces with real TCP between them,
+# Multi-node training (DDP, ZeRO-1 and ZeRO-3): 2 "nodes" (network namespaces with real TCP between them,
 # ../shared/tools/netns-cluster) x 2 ranks. Launched the torchrun way (the same
 # `lmforge train cfg` on each node with NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT /
 # NPROC_PER_NODE) and through a hostfile, 4 ranks with accumulation 1 give the per-step losses
@@ -141,6 +141,14 @@ timeout -k 5 120 "$NC" exec 0 env OMPI_MCA_plm_rsh_agent="/run/netns-cluster/${N
 check "hostfile launch exits 0 (was $rc)" test "$rc" -eq 0
 check "hostfile: 4 ranks on 2 hosts" grep -q "4 ranks on 2 hosts" hf.txt
 check "4 ranks from a hostfile == 1 rank x 4 accumulation" same hf one_x4
+# ZeRO-3 across the nodes: parameters gathered and gradients reduce-scattered over the link
+for z in 1 3; do
+    rc=0
+    timeout -k 5 120 "$NC" exec 0 env OMPI_MCA_plm_rsh_agent="/run/netns-cluster/${NETNS_CLUSTER_PREFIX%-}/rsh-agent" \
+        "$LMF" train base.yaml hostfile=hostfile zero_stage=$z output_dir=hf_z$z > hf_z$z.txt 2>&1 || rc=$?
+    check "ZeRO-$z over 2 hosts exits 0 (was $rc)" test "$rc" -eq 0
+    check "ZeRO-$z: 4 ranks on 2 hosts == 1 rank x 4 accumulation" same hf_z$z one_x4
+done
 
 # 4. rendezvous mistakes
 node 1 3 bad1.txt output_dir=bad rdzv_timeout=20 & n1=$!
