@@ -104,7 +104,7 @@ check "bytes from node1 >= the all-reduce bytes lmforge printed ($want)" test "$
 check "rank 0 alone wrote the log (10 steps)" sh -c "test \$(grep -o 'step [0-9]*/10 ' node0.txt | sort -u | wc -l) -eq 10 && ! grep -q 'step [0-9]*/10 ' node1.txt"
 
 # 2. the same launched from an accelerate config (each node: NODE_RANK from the environment
-# wins over the file's machine_rank), with rank 3 (on node 1) killed after step 5 and
+# wins over the file's machine_rank), with rank 3 (on node 1) killed after step 3 and
 # max_restarts 1: the job restarts on both nodes from the last checkpoint and ends with the
 # uninterrupted run's adapter, bit for bit
 cat > accel.yaml <<YAML
@@ -121,7 +121,7 @@ same_network: true
 use_cpu: true
 YAML
 acc() {
-    timeout -k 5 120 "$NC" exec "$1" env NODE_RANK="$1" LMF_TEST_KILL_RANK_AT=3:5 "$LMF" train \
+    timeout -k 5 120 "$NC" exec "$1" env NODE_RANK="$1" LMF_TEST_KILL_RANK_AT=3:3 "$LMF" train \
         base.yaml output_dir=acc save_steps=2 max_restarts=1 --launch-config accel.yaml > "acc$1.txt" 2>&1
 }
 acc 1 & n1=$!

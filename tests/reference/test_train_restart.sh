@@ -1,6 +1,6 @@
 #!/bin/sh
 # Faults and elastic restarts of `lmforge train` (docs/distributed.md, "Restarts"): a rank of
-# a 2-rank DDP run SIGKILLed mid-run (LMF_TEST_KILL_RANK_AT, first launch only) ends the job
+# a 2-rank DDP run SIGKILLed after step 3 (LMF_TEST_KILL_RANK_AT, first launch only) ends the job
 # non-zero within the ddp_timeout, naming the rank; the last checkpoint equals the same
 # checkpoint of an uninterrupted run byte for byte, and a resume from it finishes with the
 # uninterrupted run's adapter. With max_restarts: 1 the same kill ends in a completed run with
@@ -38,10 +38,10 @@ same_ckpt() { # same_ckpt A B: every file of checkpoint folder A equals B's
 }
 check "uninterrupted 2-rank run" "$LMF" train base.yaml nproc_per_node=2 output_dir=ref
 
-# 1. rank 1 killed after step 5, no restarts
+# 1. rank 1 killed after step 3 (7 steps before the end), no restarts
 start=$(date +%s)
 rc=0
-LMF_TEST_KILL_RANK_AT=1:5 "$LMF" train base.yaml nproc_per_node=2 output_dir=killed > killed.txt 2>&1 || rc=$?
+LMF_TEST_KILL_RANK_AT=1:3 "$LMF" train base.yaml nproc_per_node=2 output_dir=killed > killed.txt 2>&1 || rc=$?
 el=$(($(date +%s) - start))
 echo "killed run: exit $rc after $el s"
 check "the job exits non-zero" test "$rc" -ne 0
@@ -55,7 +55,7 @@ check "a resume from it finishes" "$LMF" train base.yaml nproc_per_node=2 output
 check "resumed adapter == uninterrupted adapter" cmp killed/adapter_model.safetensors ref/adapter_model.safetensors
 
 # 2. the same kill with max_restarts: 1
-check "max_restarts 1: the killed job completes" sh -c "LMF_TEST_KILL_RANK_AT=1:5 '$LMF' train base.yaml nproc_per_node=2 output_dir=restarted max_restarts=1 > restarted.txt 2>&1"
+check "max_restarts 1: the killed job completes" sh -c "LMF_TEST_KILL_RANK_AT=1:3 '$LMF' train base.yaml nproc_per_node=2 output_dir=restarted max_restarts=1 > restarted.txt 2>&1"
 grep "restart 1/1" restarted.txt || true
 check "the restart is logged, naming the rank and the checkpoint" grep -Eq "restart 1/1 after rank 1 .*; resuming from restarted/checkpoint-[0-9]+" restarted.txt
 check "restarted adapter == uninterrupted adapter (bit-identical)" cmp restarted/adapter_model.safetensors ref/adapter_model.safetensors
