@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -195,7 +196,11 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_c
         return rc;
     const char *hostfile = lmf_config_str(c, "hostfile");
     int multi = e.kind == LMF_LAUNCH_SLURM_ALLOC || e.nnodes > 1 || hostfile;
-    if (!multi && nproc <= 1 && max_restarts == 0) return 0;
+    /* LLaMA-Factory's FORCE_TORCHRUN=1: launch through the distributed launcher even for one
+     * rank (NPROC_PER_NODE / nproc_per_node give the count) */
+    const char *ft = getenv("FORCE_TORCHRUN");
+    int force = ft && (!strcmp(ft, "1") || !strcasecmp(ft, "true") || !strcasecmp(ft, "y"));
+    if (!multi && nproc <= 1 && max_restarts == 0 && !force) return 0;
 
     lmf_argv args = {0}, cmd = {0};
     for (int i = 1; !rc && i < argc; i++) rc = lmf_argv_add(&args, argv[i]);
@@ -210,7 +215,7 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_c
         if (!rc && *exit_code < 0) r = &rdzv;
     } else if (hostfile) {
         rc = plan_hostfile(c, hostfile, self, &args, &cmd);
-    } else if (nproc > 1) {
+    } else if (nproc > 1 || force) {
         long threads = per_rank(c, sysconf(_SC_NPROCESSORS_ONLN), nproc);
         lmf_launch_cmd lc = {
             .ranks = nproc, .threads = threads, .extra = getenv("LMF_MPIRUN_ARGS")};
