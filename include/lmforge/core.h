@@ -21,6 +21,11 @@ void lmf_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* ---- memory ---- */
 /* 64-byte aligned, zero-filled; NULL (with an error message) when out of memory. */
 void *lmf_alloc(size_t bytes, const char *what);
+/* Zeroes [ptr, ptr + bytes), giving the whole pages inside it back to the system
+ * (madvise MADV_DONTNEED: they read as zero and hold no memory until written again). */
+void lmf_discard(void *ptr, size_t bytes);
+/* Bytes of the pages overlapping [ptr, ptr + bytes) that are in memory (mincore). */
+size_t lmf_resident_bytes(const void *ptr, size_t bytes);
 void lmf_free(void *p);
 char *lmf_strdup(const char *s);
 

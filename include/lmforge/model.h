@@ -144,6 +144,16 @@ typedef struct lmf_model {
      * gathered right before they are read and released right after; NULL: none. */
     void (*weight_hook)(void *user, int layer, int event);
     void *weight_hook_user;
+    /* QLoRA (lmf_model_quantize_base): the frozen linears, lm_head and embedding kept only as
+     * block-quantized rows of type qtype; their float32 pages are given back. */
+    int quantized;
+    int qtype;       /* lmf_qtype */
+    uint8_t *qblock; /* every quantized tensor, one allocation */
+    size_t qbytes;
+    const uint8_t **qlin;          /* [layer * LMF_N_LINEAR + id] */
+    const uint8_t *qhead, *qembed; /* (V, C) rows; the same block when tied */
+    float *qtmp;                   /* backward scratch for dx through a quantized matrix */
+    size_t qtmp_floats;
 } lmf_model;
 
 /* Events of m->weight_hook. layer is -1 for the tensors outside the layers (embedding, final
@@ -265,6 +275,17 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
  * copy made now, half the bytes per token; products accumulate in f32). Inference only: the
  * copy does not follow later changes of the parameters; call again after changing them. */
 int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t);
+
+/* QLoRA: quantizes the frozen base (the seven linears of every layer, lm_head and the embedding)
+ * to qtype (an lmf_qtype: Q8_0 for 8 bits; NF4, FP4 or Q4_1 for 4) and gives their float32
+ * pages back; forward and backward then multiply through the quantized rows (inputs' gradients
+ * flow through the dequantized matrices; the quantized tensors get no gradient). Refused when
+ * any of those tensors is trainable, or a row length is not a multiple of the format's block
+ * (the message names the tensor). lmf_model_step (serving) refuses a model quantized so. */
+int lmf_model_quantize_base(lmf_model *m, int qtype);
+/* Bytes the base model's parameters hold now: the quantized blocks plus the float32 pages still
+ * resident (norms, biases); *f32_bytes gets what the whole model takes in float32. */
+size_t lmf_model_base_bytes(const lmf_model *m, size_t *f32_bytes);
 
 /* LoRA */
 int lmf_lora_parse_targets(const char *list, unsigned *targets); /* "q_proj,v_proj" or "all" */

@@ -53,6 +53,10 @@ typedef struct lmf_train_options {
      * before its forward and backward). zero_label names it in the log. */
     int zero_stage;
     const char *zero_label;
+    /* QLoRA: quantization_bit 8 (q8_0) or 4 (quant_type nf4, fp4 or int = q4_1) keeps the frozen
+     * base quantized while the LoRA adapter trains; 0: float32 base. */
+    int quant_bits;
+    const char *quant_type;
     int bf16;      /* bf16 matrix inputs, f32 master weights (lmf_model_set_compute) */
     int grad_ckpt; /* gradient_checkpointing: recompute each layer in backward */
 } lmf_train_options;

@@ -10,13 +10,15 @@
  *
  * Memory is given back to the system page by page: lmf_discard releases the pages a range
  * covers (they read as zero afterwards), so a full-size buffer whose units are gathered one at a
- * time only holds what is gathered (lmf_resident_bytes measures it with mincore). */
+ * time only holds what is gathered (lmf_resident_bytes measures it with mincore; both in
+ * lmforge/core.h). */
 #ifndef LMFORGE_ZERO_H
 #define LMFORGE_ZERO_H
 
 #include <stddef.h>
 
 #include "lmforge/comm.h"
+#include "lmforge/core.h"
 
 typedef struct lmf_shard_plan {
     int P, rank, n_units;
@@ -44,11 +46,5 @@ int lmf_shard_ireduce(lmf_comm *c, const lmf_shard_plan *p, int u, const float *
 /* Copies between the flat buffer and the compact shard (this rank's pieces). */
 void lmf_shard_extract(const lmf_shard_plan *p, const float *flat, float *shard);
 void lmf_shard_insert(const lmf_shard_plan *p, const float *shard, float *flat);
-
-/* Zeroes [ptr, ptr + bytes), giving the whole pages inside it back to the system
- * (madvise MADV_DONTNEED: they read as zero and hold no memory until written again). */
-void lmf_discard(void *ptr, size_t bytes);
-/* Bytes of the pages overlapping [ptr, ptr + bytes) that are in memory (mincore). */
-size_t lmf_resident_bytes(const void *ptr, size_t bytes);
 
 #endif

@@ -77,18 +77,19 @@ static int usage(int code) {
     fprintf(code ? stderr : stdout, "usage: lmforge init-model --arch llama|mistral|qwen2|qwen3 "
                                     "--preset tiny|llama-110m|smollm-135m\n"
                                     "                          --out DIR [--seed N] [--tokenizer "
-                                    "DIR] [--dtype float32|bfloat16]\n");
+                                    "DIR] [--dtype float32|bfloat16] [--ffn N]\n");
     return code;
 }
 
 int lmf_cmd_init_model(int argc, char **argv) {
     const char *arch_s = "llama", *preset = NULL, *out = NULL, *tok = NULL, *dtype = "float32";
-    long long seed = 0;
+    long long seed = 0, ffn = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help")) return usage(0);
         if (!strcmp(a, "--arch") || !strcmp(a, "--preset") || !strcmp(a, "--out") ||
-            !strcmp(a, "--seed") || !strcmp(a, "--tokenizer") || !strcmp(a, "--dtype")) {
+            !strcmp(a, "--seed") || !strcmp(a, "--tokenizer") || !strcmp(a, "--dtype") ||
+            !strcmp(a, "--ffn")) {
             if (!(v = lmf_cli_value(argc, argv, &i, "init-model"))) return 2;
         } else {
             fprintf(stderr, "lmforge init-model: error: unknown option \"%s\"\n", a);
@@ -101,6 +102,8 @@ int lmf_cmd_init_model(int argc, char **argv) {
         if (!strcmp(a, "--dtype")) dtype = v;
         if (!strcmp(a, "--seed") && lmf_cli_int(v, "--seed", 0, (1LL << 62), &seed))
             return lmf_cli_fail("init-model", LMF_EINVAL);
+        if (!strcmp(a, "--ffn") && lmf_cli_int(v, "--ffn", 1, 1 << 20, &ffn))
+            return lmf_cli_fail("init-model", LMF_EINVAL);
     }
     if (!preset || !out) {
         fprintf(stderr, "lmforge init-model: error: --preset and --out are required\n");
@@ -110,6 +113,7 @@ int lmf_cmd_init_model(int argc, char **argv) {
     lmf_model_config cfg;
     int rc = lmf_arch_parse(arch_s, &arch);
     if (!rc) rc = lmf_model_preset(&cfg, arch, preset);
+    if (!rc && ffn) cfg.ffn = (int)ffn; /* the preset's intermediate size replaced */
     if (!rc && strcmp(dtype, "float32") && strcmp(dtype, "bfloat16"))
         rc = lmf_errorf(LMF_EINVAL, "--dtype: expected float32 or bfloat16, got \"%s\"", dtype);
     cfg.file_dtype = strcmp(dtype, "bfloat16") ? LMF_F32 : LMF_BF16;

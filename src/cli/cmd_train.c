@@ -13,13 +13,8 @@
 #include "lmforge/json.h"
 #include "lmforge/trainer.h"
 
-/* Keys this build reads but cannot honour yet: refuse them rather than silently ignore. */
+/* Settings this build cannot honour: refused rather than silently ignored. */
 static int refuse_unavailable(const lmf_config *c) {
-    static const char *keys[] = {"quantization_bit"};
-    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
-        if (lmf_config_is_set(c, keys[i]))
-            return lmf_errorf(LMF_EUNSUPPORTED, "%s: %s is not available in this build yet",
-                              c->path, keys[i]);
     if (lmf_config_bool(c, "fp16"))
         return lmf_errorf(LMF_EUNSUPPORTED, "%s: fp16 needs a GPU; on CPU use bf16: true", c->path);
     return 0;
@@ -128,6 +123,10 @@ int lmf_cmd_train(int argc, char **argv) {
             .resume_from_checkpoint = lmf_config_str(&c, "resume_from_checkpoint"),
             .comm = lmf_comm_size(comm) > 1 ? comm : NULL,
             .ddp_bucket_bytes = (size_t)lmf_config_int(&c, "ddp_bucket_cap_mb") << 20,
+            .quant_bits = lmf_config_is_set(&c, "quantization_bit")
+                              ? (int)lmf_config_int(&c, "quantization_bit")
+                              : 0,
+            .quant_type = lmf_config_str(&c, "quantization_type"),
             .zero_stage = zero_stage,
             .zero_label = zero_label,
             .bf16 = lmf_config_bool(&c, "bf16"),

@@ -5,8 +5,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "lmforge/core.h"
 
@@ -77,34 +75,4 @@ void lmf_shard_insert(const lmf_shard_plan *p, const float *shard, float *flat) 
         lmf_shard_piece(p, u, p->rank, &s, &n);
         if (n) memcpy(flat + s, shard + p->shard_off[u], n * sizeof(float));
     }
-}
-
-static size_t page_size(void) {
-    long ps = sysconf(_SC_PAGESIZE);
-    return ps > 0 ? (size_t)ps : 4096;
-}
-
-void lmf_discard(void *ptr, size_t bytes) {
-    if (!bytes) return;
-    uintptr_t ps = page_size(), a = (uintptr_t)ptr, e = a + bytes;
-    uintptr_t pa = (a + ps - 1) / ps * ps, pe = e / ps * ps;
-    if (pa >= pe || madvise((void *)pa, pe - pa, MADV_DONTNEED) != 0) {
-        memset(ptr, 0, bytes); /* no whole page inside (or madvise refused): just zero */
-        return;
-    }
-    memset(ptr, 0, pa - a);
-    memset((void *)pe, 0, e - pe);
-}
-
-size_t lmf_resident_bytes(const void *ptr, size_t bytes) {
-    if (!bytes) return 0;
-    uintptr_t ps = page_size(), a = (uintptr_t)ptr / ps * ps, e = (uintptr_t)ptr + bytes;
-    size_t pages = (e - a + ps - 1) / ps, in = 0;
-    unsigned char vec[4096];
-    for (size_t done = 0; done < pages; done += sizeof vec) {
-        size_t n = pages - done < sizeof vec ? pages - done : sizeof vec;
-        if (mincore((void *)(a + done * ps), n * ps, vec) != 0) return bytes; /* unknown: all */
-        for (size_t i = 0; i < n; i++) in += vec[i] & 1;
-    }
-    return in * ps;
 }

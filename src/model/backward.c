@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmforge/quant.h"
 #include "model_internal.h"
 
 /* Gradient slice for a base parameter, or NULL when it is frozen. */
@@ -41,7 +42,17 @@ static void linear_bwd(lmf_model *m, int l, lmf_linear_id id, const float *x, co
     const float *W = m->w.layers[l].w[id];
     float *dW = grad_of(m, W);
     float beta = dx_accumulate ? 1.0f : 0.0f;
-    if (a->bf16) {
+    if (m->qlin) { /* frozen quantized weight: only dx = dy W, through the quantized rows */
+        const uint8_t *Wq = m->qlin[l * LMF_N_LINEAR + id];
+        if (dx && !dx_accumulate) {
+            lmf_qmatmul_t(dx, dy, (lmf_qtype)m->qtype, Wq, n, out, in);
+        } else if (dx) {
+            float *tmp = lmf_model_qscratch(m, (size_t)n * in);
+            if (!tmp) abort(); /* n * in floats: the size of an activation already held */
+            lmf_qmatmul_t(tmp, dy, (lmf_qtype)m->qtype, Wq, n, out, in);
+            be->add(dx, tmp, (size_t)n * in);
+        }
+    } else if (a->bf16) {
         const uint16_t *Wb = m->wbf_lin[l * LMF_N_LINEAR + id];
         be->to_bf16(a->dyb, dy, (size_t)n * out);
         if (dW) be->gemm_bf16(1, 0, out, in, n, 1.0f, a->dyb, out, xb, in, 1.0f, dW, in);
@@ -90,7 +101,9 @@ int lmf_model_backward(lmf_model *m) {
     /* logits = xnf lm_head^T; a->logits already holds dlogits (scaled by 1/n_targets). */
     float *dlm = grad_of(m, m->w.lm_head);
     int V = c->vocab;
-    if (a->bf16) {
+    if (m->qhead) {
+        lmf_qmatmul_t(a->dxn, a->logits, (lmf_qtype)m->qtype, m->qhead, n, V, C);
+    } else if (a->bf16) {
         /* dlogits to bf16 a block of rows at a time, so the copy stays small. */
         if (dlm) be->to_bf16(a->xb, a->xnf, (size_t)n * C);
         for (int r0 = 0; r0 < n; r0 += a->head_rows) {

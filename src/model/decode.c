@@ -214,6 +214,8 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     const lmf_backend *be = m->be;
     int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
     if (rc) return rc;
+    if (m->quantized) /* QLoRA's training-time quantization; inference on it is not wired yet */
+        return lmf_errorf(LMF_EUNSUPPORTED, "model: a base quantized for QLoRA cannot serve");
     /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
     int fused = be == lmf_backend_cpu() &&
                 n <= (m->infer_bf16 ? FUSED_MAX_ROWS_BF16 : FUSED_MAX_ROWS_F32),

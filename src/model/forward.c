@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmforge/quant.h"
 #include "model_internal.h"
 
 void lmf_model_free_acts(lmf_model *m) {
@@ -167,7 +168,9 @@ void lmf_linear_apply(const lmf_model *m, int l, lmf_linear_id id, const float *
     const lmf_backend *be = m->be;
     int out, in, k = l * LMF_N_LINEAR + id;
     lmf_linear_shape(&m->cfg, id, &out, &in);
-    if (y && xb)
+    if (y && m->qlin)
+        lmf_qmatmul(y, x, (lmf_qtype)m->qtype, m->qlin[k], n, out, in);
+    else if (y && xb)
         be->gemm_bf16(0, 1, n, out, in, 1.0f, xb, in, m->wbf_lin[k], in, 0.0f, y, out);
     else if (y)
         be->gemm(0, 1, n, out, in, 1.0f, x, in, m->w.layers[l].w[id], in, 0.0f, y, out);
@@ -312,7 +315,14 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     if (m->bf16) lmf_model_refresh_bf16(m);
     weight_event(m, -1, LMF_WEIGHTS_FWD_BEGIN);
 
-    be->embed_fwd(a->L[0].x_in, m->w.embed, a->ids, n, C);
+    if (m->qembed) {
+        size_t rb = lmf_quant_row_bytes((lmf_qtype)m->qtype, C);
+        for (int i = 0; i < n; i++)
+            lmf_dequantize_row((lmf_qtype)m->qtype, a->L[0].x_in + (size_t)i * C,
+                               m->qembed + (size_t)a->ids[i] * rb, C);
+    } else {
+        be->embed_fwd(a->L[0].x_in, m->w.embed, a->ids, n, C);
+    }
     for (int l = 0; l < c->layers; l++) {
         if (m->lora) a->rng_at[l] = m->lora->dropout_rng;
         weight_event(m, l, LMF_WEIGHTS_LAYER_FWD);
@@ -320,7 +330,9 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
         weight_event(m, l, LMF_WEIGHTS_LAYER_FWD_DONE);
     }
     be->rmsnorm_fwd(a->xnf, a->rstdf, a->x_out, m->w.final_norm, n, C, c->rms_eps);
-    if (a->bf16) {
+    if (m->qhead) {
+        lmf_qmatmul(a->logits, a->xnf, (lmf_qtype)m->qtype, m->qhead, n, c->vocab, C);
+    } else if (a->bf16) {
         be->to_bf16(a->xb, a->xnf, (size_t)n * C);
         be->gemm_bf16(0, 1, n, c->vocab, C, 1.0f, a->xb, C, m->wbf_head, C, 0.0f, a->logits,
                       c->vocab);

@@ -186,6 +186,9 @@ void lmf_model_free(lmf_model *m) {
     if (m->infer_bf16) m->be->free(m->infer_bf16);
     if (m->params) m->be->free(m->params);
     if (m->grads) m->be->free(m->grads);
+    lmf_free(m->qblock);
+    free(m->qlin);
+    free(m->qtmp);
     free(m->w.layers);
     free(m->g.layers);
     free(m->table);

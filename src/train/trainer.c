@@ -14,6 +14,7 @@
 #include "lmforge/checkpoint.h"
 #include "lmforge/json.h"
 #include "lmforge/plot.h"
+#include "lmforge/quant.h"
 #include "trainer_internal.h"
 
 static int dir_is_empty(const char *path) {
@@ -61,6 +62,40 @@ static int setup_freeze(trainer *t) {
     return 0;
 }
 
+/* QLoRA: the frozen base quantized (bitsandbytes' formats: 8 bits, or 4 as nf4 / fp4 / int). */
+static int setup_quantized_base(trainer *t) {
+    const lmf_train_options *o = t->o;
+    const char *qt = o->quant_type ? o->quant_type : "nf4";
+    lmf_qtype type;
+    if (o->quant_bits == 8)
+        type = LMF_Q8_0;
+    else if (o->quant_bits == 4 && !strcmp(qt, "nf4"))
+        type = LMF_NF4;
+    else if (o->quant_bits == 4 && !strcmp(qt, "fp4"))
+        type = LMF_FP4;
+    else if (o->quant_bits == 4 && !strcmp(qt, "int"))
+        type = LMF_Q4_1;
+    else if (o->quant_bits == 4)
+        return lmf_errorf(LMF_EINVAL, "quantization_type: \"%s\", expected nf4, fp4 or int", qt);
+    else
+        return lmf_errorf(LMF_EINVAL, "quantization_bit: %d, expected 4 or 8", o->quant_bits);
+    int rc = 0;
+    if (t->m->bf16) {
+        lmf_info("bf16 with quantization_bit: the quantized matmuls take float32 inputs; "
+                 "computing in float32");
+        lmf_compute_options co = {0, o->grad_ckpt};
+        rc = lmf_model_set_compute(t->m, &co);
+    }
+    if (!rc) rc = lmf_model_quantize_base(t->m, (int)type);
+    if (rc) return rc;
+    size_t f32, held = lmf_model_base_bytes(t->m, &f32);
+    lmf_info("quantization_bit %d (%s): base model %.2f MB (%.2f MB quantized + float32 norms) "
+             "instead of %.2f MB in float32 (%.2fx)",
+             o->quant_bits, lmf_qtype_name(type), (double)held / 1e6, (double)t->m->qbytes / 1e6,
+             (double)f32 / 1e6, (double)held / (double)f32);
+    return 0;
+}
+
 static int setup_model(trainer *t) {
     const lmf_train_options *o = t->o;
     int rc = lmf_model_load(&t->m, o->model_dir, lmf_backend_cpu());
@@ -93,8 +128,14 @@ static int setup_model(trainer *t) {
             if (!rc) rc = lmf_lora_match_modules(t->m, mods, t->m->trainable);
         }
         lmf_model_weights_changed(t->m); /* an adapter's modules_to_save replaced base weights */
+        if (!rc && o->quant_bits) rc = setup_quantized_base(t);
         return rc;
     }
+    if (o->quant_bits)
+        return lmf_errorf(LMF_EINVAL,
+                          "quantization_bit: a quantized base trains only LoRA "
+                          "adapters (finetuning_type: lora), not %s",
+                          o->finetuning_type);
     if (!strcmp(o->finetuning_type, "full")) return lmf_model_enable_grads(t->m);
     return setup_freeze(t);
 }
@@ -124,6 +165,11 @@ static void ddp_layer_done(void *user, int layer) {
 static int setup_zero(trainer *t) {
     t->zero = t->world > 1 ? t->o->zero_stage : 0;
     if (!t->zero) return 0;
+    if (t->zero >= 3 && t->m->quantized)
+        return lmf_errorf(LMF_EUNSUPPORTED,
+                          "%s with quantization_bit: a quantized base is not "
+                          "sharded; use ZeRO-2 or below",
+                          t->o->zero_label ? t->o->zero_label : "ZeRO-3");
     int rc = 0, base_trained = 0;
     if (t->zero >= 3 && t->m->bf16) {
         lmf_info("bf16: ZeRO-3 computes in float32 in this build (the bf16 weight copies would "
