@@ -17,9 +17,11 @@
 enum { MATVEC_MAX_ROWS = 8 };
 /* Steps without adapters run as one parallel region with work stealing (decode_fused.c),
  * which unlike ~90 parallel regions a step does not stall each time a thread is descheduled
- * on a shared machine: f32 steps as far as the matvec beats the GEMM library, bf16 steps of
- * any size (its products are our tiles either way; prefill chunks too). */
-enum { FUSED_MAX_ROWS_F32 = MATVEC_MAX_ROWS };
+ * on a shared machine: bf16 steps of any size (its products are our tiles either way; prefill
+ * chunks too), f32 steps up to 64 rows (batched decodes: on an idle machine the GEMM library
+ * would do their MACs up to ~1.5x faster, on a loaded one its regions stall); f32 prefill
+ * chunks, long enough to amortise the stalls, keep the library. */
+enum { FUSED_MAX_ROWS_F32 = 64 };
 
 size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
     return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;

@@ -1,8 +1,8 @@
 /* The inference step over a paged KV cache gives the same next-token logits as the full
  * forward pass: chunked prefill, single-token decodes, two sequences interleaved in one step,
  * scattered block tables, GQA, Qwen2 biases, Qwen3 q/k norms, LoRA, several adapters mixed in
- * one step, bf16 inference weights; cpu and ref backends. Steps of a few rows without adapters
- * (f32: up to 8, bf16: up to 64) run as one parallel region with work stealing
+ * one step, bf16 inference weights; cpu and ref backends. Steps without adapters (f32: up to
+ * 64 rows, bf16: any) run as one parallel region with work stealing
  * (decode_fused.c): a wider model (many work items per phase, tails of items, GQA) checks
  * that path on 1, 2 and 3 threads. */
 #include <stdlib.h>
