@@ -15,13 +15,12 @@
  * rows a step is bound by those MACs rather than by the weights' bytes. bf16 weights always
  * use ours (~80 GMAC/s a core with vdpbf16ps). */
 enum { MATVEC_MAX_ROWS = 8 };
-/* Steps without adapters run as one parallel region with work stealing (decode_fused.c),
- * which unlike ~90 parallel regions a step does not stall each time a thread is descheduled
- * on a shared machine: bf16 steps of any size (its products are our tiles either way; prefill
- * chunks too), f32 steps up to 64 rows (batched decodes: on an idle machine the GEMM library
- * would do their MACs up to ~1.5x faster, on a loaded one its regions stall); f32 prefill
- * chunks, long enough to amortise the stalls, keep the library. */
-enum { FUSED_MAX_ROWS_F32 = 64 };
+/* Steps without adapters on the cpu backend, of any size, run as one parallel region with
+ * work stealing (decode_fused.c): unlike the ~90 parallel regions a step of the general path,
+ * it does not stall each time a thread is descheduled on a shared machine. For f32 steps of
+ * more than 8 rows that trades the GEMM library's faster MACs on an idle machine (up to ~1.5x
+ * for 4-64 rows) for that: under load the served throughput at 8-32 clients was 1.3-2x higher
+ * (docs/serving.md). */
 
 size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
     return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
@@ -217,8 +216,7 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
     if (rc) return rc;
     /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
-    int fused = be == lmf_backend_cpu() && (m->infer_bf16 || n <= FUSED_MAX_ROWS_F32),
-        nt = omp_get_max_threads();
+    int fused = be == lmf_backend_cpu(), nt = omp_get_max_threads();
     for (int i = 0; i < n_seqs && fused; i++) fused = !seq_lora(m, &seqs[i]);
     step_bufs b = {0};
     size_t extra = fused ? lmf_fused_step_bytes(m, n, n_seqs, nt) : 0;
