@@ -1,11 +1,13 @@
 """Concurrency bench of `lmforge api`: a bounded load client of our own over loopback (no
 external load tools). For each concurrency level C, C client threads each keep one streaming
-/v1/completions request in flight (fixed prompt of token ids, max_tokens output, ignore_eos). After
---warmup seconds of load, a window of --seconds is measured: aggregate output tokens/s is the rise
-of the server's lmforge_generation_tokens_total counter (GET /metrics) over the window, so
-requests still in flight when it opens or closes count for the tokens they get inside it (with 32
-clients one round of requests can take longer than a short window); p50/p99 request latency and
-time to first token are over the requests that finished inside the window.
+/v1/completions request in flight (fixed prompt of token ids, max_tokens output, ignore_eos).
+A window of --seconds is measured after at least --warmup seconds of load and one finished
+request per client (the first round arrives at once; the window should see the steady state):
+aggregate output tokens/s is the rise of the server's lmforge_generation_tokens_total counter
+(GET /metrics) over the window, so requests in flight when it opens or closes count for the
+tokens they get inside it (with 32 clients one round can take longer than a short window);
+p50/p99 request latency and time to first token are over the requests that both started and
+finished inside the window.
 Usage: python bench/bench_serve.py --lmforge build/lmforge --model DIR [--levels 1,8,16,32]
        [--seconds 15] [--warmup 3] [--max-tokens 32] [--prompt-len 32] [--threads 2]
        [--infer-dtype float32]"""
@@ -84,25 +86,31 @@ try:
         return n, time.time() - t0, ttft or 0.0
 
     def level(C):
-        t_open = time.time() + a.warmup
-        t_close = t_open + a.seconds
         res, lock = [], threading.Lock()
+        state = {"open": None, "close": None, "finished": 0}
 
         def client(i):
             k = 0
-            while time.time() < t_close:
+            while state["close"] is None or time.time() < state["close"]:
                 t0 = time.time()
                 out = one(i, k)
                 k += 1
-                if t0 >= t_open and time.time() <= t_close:
-                    with lock:
+                with lock:
+                    state["finished"] += 1
+                    if state["open"] and t0 >= state["open"] and time.time() <= state["close"]:
                         res.append(out)
 
         ts = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(C)]
+        t_start = time.time()
         [t.start() for t in ts]
-        time.sleep(max(0.0, t_open - time.time()))
+        # Warm-up: at least --warmup seconds and one finished request per client (the first
+        # round of requests arrives at once), so the window sees the steady state.
+        while time.time() - t_start < a.warmup or (state["finished"] < C and
+                                                     time.time() - t_start < 300):
+            time.sleep(0.05)
         g0, w0 = generated(), time.time()
-        time.sleep(max(0.0, t_close - time.time()))
+        state["open"], state["close"] = w0, w0 + a.seconds
+        time.sleep(a.seconds)
         g1, w1 = generated(), time.time()
         [t.join() for t in ts]  # the requests in flight at the close run to their end
         lat = sorted(r[1] for r in res) or [float("nan")]
@@ -116,7 +124,7 @@ try:
     rows = []
     print(f"serve bench: {a.model}, {a.threads} threads, {a.infer_dtype}, prompt {a.prompt_len} "
           f"tokens, {a.max_tokens} output tokens per request, {a.seconds:.0f} s window per level "
-          f"after {a.warmup:.0f} s of load; load average {os.getloadavg()[0]:.2f}")
+          f"after >= {a.warmup:.0f} s of load; load average {os.getloadavg()[0]:.2f}")
     print(f"{'clients':>7} {'requests':>8} {'out tok/s':>10} {'x 1 client':>10} {'p50 lat s':>9} "
           f"{'p99 lat s':>9} {'p50 ttft s':>10} {'p99 ttft s':>10}")
     for C in [int(x) for x in a.levels.split(",")]:

@@ -11,15 +11,16 @@
 
 /* Up to this many rows a step's f32 products use the streaming matvec (each weight read once,
  * the decode case); past it the GEMM library's blocking wins: per core, our 4 x 4 f32 tiles do
- * ~23 GMAC/s against the library's 31-44 for 4 to 64 rows (L2-resident weights), and from ~8
+ * ~23 GMAC/s against the library's 25-45 for 4 to 64 rows (L2-resident weights), and from ~8
  * rows a step is bound by those MACs rather than by the weights' bytes. bf16 weights always
  * use ours (~80 GMAC/s a core with vdpbf16ps). */
 enum { MATVEC_MAX_ROWS = 8 };
-/* Steps of up to this many rows without adapters (decodes of a batch of sequences, short
- * prefill chunks) run as one parallel region with work stealing (decode_fused.c), which unlike
- * ~90 parallel regions a step does not stall each time a thread is descheduled on a shared
- * machine. f32: as far as the matvec beats the GEMM library. */
-enum { FUSED_MAX_ROWS_F32 = MATVEC_MAX_ROWS, FUSED_MAX_ROWS_BF16 = 64 };
+/* Steps without adapters on the cpu backend, of any size, run as one parallel region with
+ * work stealing (decode_fused.c): unlike the ~90 parallel regions a step of the general path,
+ * it does not stall each time a thread is descheduled on a shared machine. For f32 steps of
+ * more than 8 rows that trades the GEMM library's faster MACs on an idle machine (up to ~1.5x
+ * for 4-64 rows) for that: under load the served throughput at 8-32 clients was 1.3-2x higher
+ * (docs/serving.md). */
 
 size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
     return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
@@ -217,9 +218,7 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     if (m->quantized) /* QLoRA's training-time quantization; inference on it is not wired yet */
         return lmf_errorf(LMF_EUNSUPPORTED, "model: a base quantized for QLoRA cannot serve");
     /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
-    int fused = be == lmf_backend_cpu() &&
-                n <= (m->infer_bf16 ? FUSED_MAX_ROWS_BF16 : FUSED_MAX_ROWS_F32),
-        nt = omp_get_max_threads();
+    int fused = be == lmf_backend_cpu(), nt = omp_get_max_threads();
     for (int i = 0; i < n_seqs && fused; i++) fused = !seq_lora(m, &seqs[i]);
     step_bufs b = {0};
     size_t extra = fused ? lmf_fused_step_bytes(m, n, n_seqs, nt) : 0;

@@ -1,10 +1,9 @@
 /* The inference step over a paged KV cache gives the same next-token logits as the full
  * forward pass: chunked prefill, single-token decodes, two sequences interleaved in one step,
  * scattered block tables, GQA, Qwen2 biases, Qwen3 q/k norms, LoRA, several adapters mixed in
- * one step, bf16 inference weights; cpu and ref backends. Steps of a few rows without adapters
- * (f32: up to 8, bf16: up to 64) run as one parallel region with work stealing
- * (decode_fused.c): a wider model (many work items per phase, tails of items, GQA) checks
- * that path on 1, 2 and 3 threads. */
+ * one step, bf16 inference weights; cpu and ref backends. On the cpu backend steps without
+ * adapters run as one parallel region with work stealing (decode_fused.c): a wider model (many work
+ * items per phase, tails of items, GQA) checks that path on 1, 2 and 3 threads. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,7 +231,7 @@ static void run_wide(int threads) {
          * decode while 2 prefills 7, then all three decode until 0 reaches the end. */
         lmf_seq_step s[3] = {{ids[0], 33, 0, tables[0], 11, 1, NULL},
                              {ids[1], 37, 0, tables[1], 11, 1, NULL}};
-        CHECK(lmf_model_step(m, &kv, s, 2, NULL) == 0); /* 70 rows: the general path */
+        CHECK(lmf_model_step(m, &kv, s, 2, NULL) == 0); /* 70 rows in one step */
         if (threads == 1) CHECK(lmf_model_step(mr, &kvr, s, 2, NULL) == 0);
         int pos[3] = {33, 37, 0};
         for (int step = 0; pos[0] < L; step++) {
