@@ -427,6 +427,15 @@ static int parse_image(lmf_gguf *g, const void *data, size_t size) {
             goto fail;
         }
         t->data = g->base + g->data_offset + t->offset;
+        /* Blocks hold f16 / f32 fields read in place: a file with general.alignment 1 or 2 could
+         * place them at odd addresses (undefined behaviour in C), so such files are refused. */
+        if ((uintptr_t)t->data % 4) {
+            rc = lmf_errorf(LMF_EUNSUPPORTED,
+                            "%s: tensor \"%s\": data at file offset %zu is not 4-byte aligned "
+                            "(general.alignment %zu)",
+                            g->name, t->name, g->data_offset + (size_t)t->offset, g->alignment);
+            goto fail;
+        }
     }
     qsort(g->tensors, (size_t)g->n_tensors, sizeof *g->tensors, cmp_tensor);
     for (int64_t i = 1; i < g->n_tensors; i++)

@@ -271,6 +271,17 @@ static void check_malformed(void) {
     free(img);
     lmf_gguf_writer_free(&w);
 
+    /* general.alignment 1 is legal GGUF but could misalign blocks: refused, naming the tensor. */
+    lmf_gguf_writer_init(&w);
+    lmf_gguf_set_int(&w, "general.alignment", LMF_GGUF_UINT32, 1);
+    lmf_gguf_set_str(&w, "k", "abc"); /* makes the header length odd */
+    lmf_gguf_add_tensor(&w, "x", LMF_GGML_F32, 1, ne, f);
+    lmf_gguf_writer_to_buffer(&w, &img, &n);
+    CHECK(parse_copy(img, n, &g) != 0 && strstr(lmf_last_error(), "4-byte aligned") &&
+          strstr(lmf_last_error(), "\"x\""));
+    free(img);
+    lmf_gguf_writer_free(&w);
+
     /* Q6_K (read only): a block packed as GGML's quantizer packs it (ql low nibbles of values
      * l and l + 32, high nibbles of l + 64 and l + 96; qh two bits of each of the four) decodes
      * to d * scale[v / 16] * (q - 32). Q5_K is parsed but refused on use, by name. */
