@@ -1,10 +1,14 @@
 """Concurrency bench of `lmforge api`: a bounded load client of our own over loopback (no
 external load tools). For each concurrency level C, C client threads each keep one streaming
-/v1/completions request in flight (fixed prompt of token ids, max_tokens output, ignore_eos) for
---seconds; reports aggregate output tokens/s (tokens of requests completed in the window over the
-window) and p50/p99 request latency and time to first token.
+/v1/completions request in flight (fixed prompt of token ids, max_tokens output, ignore_eos). After
+--warmup seconds of load, a window of --seconds is measured: aggregate output tokens/s is the rise
+of the server's lmforge_generation_tokens_total counter (GET /metrics) over the window, so
+requests still in flight when it opens or closes count for the tokens they get inside it (with 32
+clients one round of requests can take longer than a short window); p50/p99 request latency and
+time to first token are over the requests that finished inside the window.
 Usage: python bench/bench_serve.py --lmforge build/lmforge --model DIR [--levels 1,8,16,32]
-       [--seconds 15] [--max-tokens 32] [--prompt-len 32] [--threads 2] [--infer-dtype float32]"""
+       [--seconds 15] [--warmup 3] [--max-tokens 32] [--prompt-len 32] [--threads 2]
+       [--infer-dtype float32]"""
 import argparse, http.client, json, os, socket, subprocess, sys, tempfile, threading, time
 
 ap = argparse.ArgumentParser()
@@ -12,6 +16,7 @@ ap.add_argument("--lmforge", required=True)
 ap.add_argument("--model", required=True)
 ap.add_argument("--levels", default="1,8,16,32")
 ap.add_argument("--seconds", type=float, default=15)
+ap.add_argument("--warmup", type=float, default=3)
 ap.add_argument("--max-tokens", type=int, default=32)
 ap.add_argument("--prompt-len", type=int, default=32)
 ap.add_argument("--threads", type=int, default=2)
@@ -46,6 +51,16 @@ try:
     else:
         sys.exit("bench_serve: the server did not become ready")
 
+    def generated():
+        """The server's count of generated tokens."""
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        c.request("GET", "/metrics")
+        for line in c.getresponse().read().decode().splitlines():
+            if line.startswith("lmforge_generation_tokens_total "):
+                c.close()
+                return float(line.split()[1])
+        sys.exit("bench_serve: /metrics has no lmforge_generation_tokens_total")
+
     def one(i, k):
         """One streamed request; returns (output tokens, latency s, ttft s)."""
         prompt = [(7 * j + 13 * i + k) % 300 + 5 for j in range(a.prompt_len)]
@@ -69,34 +84,39 @@ try:
         return n, time.time() - t0, ttft or 0.0
 
     def level(C):
-        stop = time.time() + a.seconds
+        t_open = time.time() + a.warmup
+        t_close = t_open + a.seconds
         res, lock = [], threading.Lock()
-        t_start = time.time()
 
         def client(i):
             k = 0
-            while time.time() < stop:
+            while time.time() < t_close:
+                t0 = time.time()
                 out = one(i, k)
                 k += 1
-                with lock:
-                    res.append((time.time(), *out))
+                if t0 >= t_open and time.time() <= t_close:
+                    with lock:
+                        res.append(out)
 
-        ts = [threading.Thread(target=client, args=(i,)) for i in range(C)]
+        ts = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(C)]
         [t.start() for t in ts]
-        [t.join() for t in ts]
-        t_end = max(r[0] for r in res)
-        toks = sum(r[1] for r in res)
-        lat = sorted(r[2] for r in res)
-        ttft = sorted(r[3] for r in res)
+        time.sleep(max(0.0, t_open - time.time()))
+        g0, w0 = generated(), time.time()
+        time.sleep(max(0.0, t_close - time.time()))
+        g1, w1 = generated(), time.time()
+        [t.join() for t in ts]  # the requests in flight at the close run to their end
+        lat = sorted(r[1] for r in res) or [float("nan")]
+        ttft = sorted(r[2] for r in res) or [float("nan")]
         pct = lambda v, q: v[min(len(v) - 1, int(q * len(v)))]
-        return {"clients": C, "requests": len(res), "output_tok_s": toks / (t_end - t_start),
+        return {"clients": C, "requests": len(res), "output_tok_s": (g1 - g0) / (w1 - w0),
                 "p50_latency_s": pct(lat, 0.5), "p99_latency_s": pct(lat, 0.99),
                 "p50_ttft_s": pct(ttft, 0.5), "p99_ttft_s": pct(ttft, 0.99)}
 
     one(0, 0)  # warm-up
     rows = []
     print(f"serve bench: {a.model}, {a.threads} threads, {a.infer_dtype}, prompt {a.prompt_len} "
-          f"tokens, {a.max_tokens} output tokens per request, {a.seconds:.0f} s per level")
+          f"tokens, {a.max_tokens} output tokens per request, {a.seconds:.0f} s window per level "
+          f"after {a.warmup:.0f} s of load; load average {os.getloadavg()[0]:.2f}")
     print(f"{'clients':>7} {'requests':>8} {'out tok/s':>10} {'x 1 client':>10} {'p50 lat s':>9} "
           f"{'p99 lat s':>9} {'p50 ttft s':>10} {'p99 ttft s':>10}")
     for C in [int(x) for x in a.levels.split(",")]:
@@ -106,6 +126,7 @@ try:
               f"{r['output_tok_s'] / rows[0]['output_tok_s']:>10.2f} {r['p50_latency_s']:>9.2f} "
               f"{r['p99_latency_s']:>9.2f} {r['p50_ttft_s']:>10.2f} {r['p99_ttft_s']:>10.2f}",
               flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(json.dumps(rows))
 finally:
     srv.terminate()

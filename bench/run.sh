@@ -19,7 +19,10 @@ echo "== lmforge api under 1/8/16/32 streaming clients (target: 32 >= 4x 1, and 
 SERVE_DIR=$(mktemp -d /tmp/lmf-bench-XXXXXX)
 "$BUILD/lmforge" tokenizer train --corpus data/demo/corpus.txt --vocab-size 400 --out "$SERVE_DIR/tok" > /dev/null
 "$BUILD/lmforge" init-model --arch llama --preset llama-110m --tokenizer "$SERVE_DIR/tok" --out "$SERVE_DIR/m" > /dev/null
-"$PY" bench/bench_serve.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" --seconds 20 | grep -v '^\['
+for dt in float32 bfloat16; do
+    "$PY" bench/bench_serve.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" \
+        --seconds 20 --infer-dtype $dt | grep -v '^\['
+done
 rm -rf "$SERVE_DIR"
 echo
 echo "== GEMM libraries on our shapes =="
@@ -45,3 +48,6 @@ done
 
 echo
 sh bench/lora_sft.sh "$BUILD"
+
+echo
+sh bench/bench_ddp.sh "$BUILD"

@@ -100,6 +100,19 @@ int lmf_comm_ireduce_scatter(lmf_comm *c, const void *send, void *recv, size_t c
  * Any dtype. */
 int lmf_comm_iallgather(lmf_comm *c, const void *send, void *recv, size_t chunk, lmf_dtype t,
                         lmf_comm_req **req);
+/* Variable-size forms (ZeRO's shards of a unit that does not split evenly). counts[r] is rank
+ * r's part; the parts lie back to back in rank order. All-gather: recv (sum of counts
+ * elements) := the parts, rank r's from its send (send == recv + this rank's displacement works
+ * in place). Reduce-scatter: send holds every rank's part back to back; recv (counts[rank]
+ * elements, not overlapping send) := op over ranks of this rank's part. Each count <= INT_MAX
+ * and the total too. */
+int lmf_comm_iallgatherv(lmf_comm *c, const void *send, void *recv, const size_t *counts,
+                         lmf_dtype t, lmf_comm_req **req);
+int lmf_comm_ireduce_scatterv(lmf_comm *c, const void *send, void *recv, const size_t *counts,
+                              lmf_dtype t, lmf_reduce_op op, lmf_comm_req **req);
+/* Sum of doubles over ranks, in place (norms and other statistics that f32 would round). */
+int lmf_comm_iallreduce_f64(lmf_comm *c, double *buf, size_t count, lmf_comm_req **req);
+int lmf_comm_allreduce_f64(lmf_comm *c, double *buf, size_t count);
 /* buf (bytes) on every rank := root's buf. */
 int lmf_comm_ibroadcast(lmf_comm *c, void *buf, size_t bytes, int root, lmf_comm_req **req);
 int lmf_comm_ibarrier(lmf_comm *c, lmf_comm_req **req);

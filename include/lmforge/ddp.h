@@ -37,5 +37,9 @@ int lmf_ddp_finish(lmf_ddp *d);
 /* Bytes one rank sends per synchronised step (the trained floats), and the bucket count. */
 size_t lmf_ddp_bytes(const lmf_ddp *d);
 int lmf_ddp_buckets(const lmf_ddp *d);
+/* Over the synchronised steps so far: how many, the seconds from the first bucket's post to the
+ * last bucket's completion (the all-reduce's span), and the part of it after backward ended
+ * (exposed: what overlapping did not hide). */
+void lmf_ddp_stats(const lmf_ddp *d, double *steps, double *span_s, double *exposed_s);
 
 #endif

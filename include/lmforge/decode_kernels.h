@@ -20,11 +20,29 @@ void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out
                      uint16_t *xb);
 void lmf_matvec_bf16_ref(float *y, const float *x, const uint16_t *W, int n, int out, int in);
 
+/* Rows r0..r1 (of out) of y = x W^T on the calling thread only: y is (n, ldy) and only its
+ * columns r0..r1 are written. The work item of a step that shares the rows of a product
+ * between threads itself (src/model/decode_fused.c); the same arithmetic as the threaded
+ * products, so both give the same bits. xb is x already rounded to bf16 (lmf_round_bf16). */
+void lmf_matvec_f32_rows(float *y, int ldy, const float *x, const float *W, int n, int in, int r0,
+                         int r1);
+void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, const uint16_t *W, int n, int in,
+                          int r0, int r1);
+void lmf_round_bf16(uint16_t *xb, const float *x, size_t n);
+
 /* The backend's attn_paged contract (see lmforge/tensor.h), vectorised: one work item per
  * (new token, KV head) reads each cached key and value row once for all the query heads of
  * its group, with an online softmax over chunks of the sequence's blocks. */
 void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float *v,
                          const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s);
+
+/* One (new token, KV head) item of lmf_attn_paged_fast on the calling thread: the query heads
+ * of KV head kvh of token row `row` (a row of sequence sq) against sq's cache; out and q are
+ * (rows, H * D) as in lmf_attn_paged_fast. scratch holds lmf_attn_paged_scratch(s) floats. */
+size_t lmf_attn_paged_scratch(const lmf_paged_shape *s);
+void lmf_attn_paged_item(float *out, const float *q, const float *k, const float *v,
+                         const lmf_paged_seq *sq, int row, int kvh, const lmf_paged_shape *s,
+                         float *scratch);
 
 /* A streaming read of n floats (the memory-bandwidth probe of the decode bench), on the
  * current thread count; returns their sum so the reads cannot be optimised away. */

@@ -139,7 +139,24 @@ typedef struct lmf_model {
      * layers descending (DDP starts all-reducing their buckets meanwhile); NULL: none. */
     void (*grad_hook)(void *user, int layer);
     void *grad_hook_user;
+    /* Called around every use of the weights in lmf_model_forward / lmf_model_backward (see
+     * lmf_weight_event), so that weights sharded across ranks (ZeRO-3 / FSDP FULL_SHARD) are
+     * gathered right before they are read and released right after; NULL: none. */
+    void (*weight_hook)(void *user, int layer, int event);
+    void *weight_hook_user;
 } lmf_model;
+
+/* Events of m->weight_hook. layer is -1 for the tensors outside the layers (embedding, final
+ * norm, lm_head). */
+typedef enum lmf_weight_event {
+    LMF_WEIGHTS_FWD_BEGIN,      /* layer -1: forward starts (the embedding is read next) */
+    LMF_WEIGHTS_LAYER_FWD,      /* layer l's forward starts */
+    LMF_WEIGHTS_LAYER_FWD_DONE, /* layer l's forward is over */
+    LMF_WEIGHTS_FWD_END,        /* layer -1: the logits are computed */
+    LMF_WEIGHTS_LAYER_BWD,      /* layer l's backward (and its recompute) starts; grad_hook ends
+                                   it */
+    LMF_WEIGHTS_BWD_END,        /* layer -1: backward is over (the embedding's gradient too) */
+} lmf_weight_event;
 
 /* A batch of B rows of T tokens. labels follow Hugging Face (unshifted, -100 ignored): the
  * prediction at token t is scored against labels[t+1] when t+1 is in the same row and

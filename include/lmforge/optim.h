@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lmforge/core.h"
 #include "lmforge/model.h"
 
 /* One trained parameter tensor: floats [offset, offset + numel) of the flat buffers. */
@@ -54,6 +55,17 @@ int lmf_adamw_save(const lmf_adamw *o, const char *path);
  * the file (as torch's load_state_dict restores them). Every field is validated; errors name
  * the file. On error o is unchanged. */
 int lmf_adamw_load(lmf_adamw *o, const char *path);
+/* The same file, validated for expect_n floats and mapped, for callers that take only parts
+ * of it (ZeRO re-sharding a state saved by another number of ranks). */
+typedef struct lmf_adamw_file {
+    size_t n;
+    int64_t step;
+    double beta1, beta2, eps, weight_decay;
+    const float *m, *v; /* (n) each, inside the mapping */
+    lmf_mapped_file mf;
+} lmf_adamw_file;
+int lmf_adamw_open(const char *path, size_t expect_n, lmf_adamw_file *f);
+void lmf_adamw_close(lmf_adamw_file *f);
 
 /* ---- gradient clipping ---- */
 
@@ -71,6 +83,11 @@ typedef struct lmf_grad_group {
     int n_segs;
 } lmf_grad_group;
 float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, double max_norm);
+/* The pieces of the above, for gradients spread over ranks (ZeRO): each tensor's sum of squares
+ * in double (summed over ranks by the caller), then the total norm and the coefficient to
+ * multiply every gradient by (1 when no clipping applies). */
+double lmf_sum_squares(const float *g, size_t n);
+float lmf_clip_coef(const double *sumsq, int n, double max_norm, float *coef);
 
 /* ---- learning-rate schedules ---- */
 

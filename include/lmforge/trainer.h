@@ -48,6 +48,11 @@ typedef struct lmf_train_options {
      * writes. NULL: one process. */
     lmf_comm *comm;
     size_t ddp_bucket_bytes;
+    /* ZeRO sharding across comm's ranks (docs/distributed.md): 0 none (DDP), 1 optimizer
+     * state, 2 + gradients (reduce-scattered per layer), 3 + parameters (gathered per layer
+     * before its forward and backward). zero_label names it in the log. */
+    int zero_stage;
+    const char *zero_label;
     int bf16;      /* bf16 matrix inputs, f32 master weights (lmf_model_set_compute) */
     int grad_ckpt; /* gradient_checkpointing: recompute each layer in backward */
 } lmf_train_options;

@@ -3,6 +3,8 @@
 #ifndef LMF_CLI_H
 #define LMF_CLI_H
 
+#include <stddef.h>
+
 int lmf_cmd_init_model(int argc, char **argv);
 int lmf_cmd_score(int argc, char **argv);
 int lmf_cmd_env(int argc, char **argv);
@@ -13,6 +15,7 @@ int lmf_cmd_chat(int argc, char **argv);
 int lmf_cmd_api(int argc, char **argv);
 int lmf_cmd_export(int argc, char **argv);
 int lmf_cmd_config(int argc, char **argv);
+int lmf_cmd_router(int argc, char **argv);
 
 /* Prints "lmforge CMD: <last error>" to stderr and returns 1 (or 0 when rc == 0). */
 int lmf_cli_fail(const char *cmd, int rc);
@@ -26,9 +29,25 @@ struct lmf_config;
 struct lmf_model;
 /* The same from a config's `threads` key. */
 void lmf_cli_threads_from_config(const struct lmf_config *c);
-/* nproc_per_node / NPROC_PER_NODE > 1 outside a launcher: re-executes `lmforge train` under
- * mpirun (does not return on success). 0: run here as this process's rank. (launch.c) */
-int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv);
+/* Starts the ranks of `lmforge train` when this process is not one yet (launch.c: mpirun,
+ * srun, hostfile, NNODES rendezvous, restarts). 0 with *exit_code -1: run here as this
+ * process's rank; 0 with *exit_code >= 0: the job ran under this process and ended with it. */
+int lmf_cli_launch_ranks(const struct lmf_config *c, int argc, char **argv, int *exit_code);
+/* The ZeRO stage (0..3) from deepspeed / fsdp / fsdp_config / zero_stage (sharding.c), and a
+ * label for the log ("FSDP FULL_SHARD = ZeRO-3"). */
+int lmf_cli_zero_stage(const struct lmf_config *c, int world, int *stage, char *label, size_t n);
+struct lmf_router_config;
+struct lmf_router;
+/* The router's settings from a config's router_* keys, API_HOST / API_PORT / API_KEY
+ * (cmd_router.c); replica URLs point into *storage (free it after the router). */
+int lmf_cli_router_config(const struct lmf_config *c, struct lmf_router_config *rc, char **storage);
+/* Replaces rc's replicas with a comma list "URL,URL" (copied into *storage). */
+int lmf_cli_router_replicas(struct lmf_router_config *rc, const char *list, char **storage);
+/* Starts the router and prints where it listens. */
+int lmf_cli_router_start(const struct lmf_router_config *rc, struct lmf_router **out);
+/* data_parallel_size > 1: runs N replica `lmforge api` processes and the router in front of
+ * them until SIGINT/SIGTERM (api_replicas.c). */
+int lmf_cli_api_replicas(const struct lmf_config *c, int argc, char **argv);
 /* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
 int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 

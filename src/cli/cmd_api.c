@@ -204,7 +204,9 @@ int lmf_cmd_api(int argc, char **argv) {
         fprintf(argc < 2 ? stderr : stdout,
                 "usage: lmforge api CONFIG.yaml [key=value ...]\n\n"
                 "Serves the config's model over OpenAI's API. Environment: API_HOST (127.0.0.1),\n"
-                "API_PORT (8000), API_KEY (or the api_key key), API_MODEL_NAME (gpt-3.5-turbo).\n");
+                "API_PORT (8000), API_KEY (or the api_key key), API_MODEL_NAME (gpt-3.5-turbo).\n"
+                "data_parallel_size: N starts N replicas on ports API_PORT+1..+N behind a router\n"
+                "on API_PORT (see `lmforge router --help`).\n");
         return argc < 2 ? 2 : 0;
     }
     lmf_config cfg;
@@ -214,7 +216,10 @@ int lmf_cmd_api(int argc, char **argv) {
         lmf_cli_threads_from_config(&cfg);
         if (!lmf_config_str(&cfg, "model_name_or_path"))
             rc = lmf_errorf(LMF_EINVAL, "%s: model_name_or_path is required", cfg.path);
-        if (!rc) rc = serve(&a, &cfg);
+        if (!rc && lmf_config_int(&cfg, "data_parallel_size") > 1)
+            rc = lmf_cli_api_replicas(&cfg, argc, argv);
+        else if (!rc)
+            rc = serve(&a, &cfg);
         lmf_config_free(&cfg);
     }
     lmf_server_free(a.srv);

@@ -39,11 +39,44 @@ static void cpu_features(char *out, size_t n) {
     if (!got_flags) snprintf(out, n, "%s", model);
 }
 
+/* What `lmforge train` would do from this environment (launch.c decides the same way). */
+static void print_plan(const lmf_launch_env *e) {
+    switch (e->kind) {
+    case LMF_LAUNCH_MPIRUN:
+    case LMF_LAUNCH_SRUN:
+    case LMF_LAUNCH_PMI:
+        printf("train:        runs as rank %d of %d\n", e->rank, e->world_size);
+        return;
+    case LMF_LAUNCH_SLURM_ALLOC:
+        printf("train:        re-runs itself under srun --ntasks=%d (Slurm job %ld, %d node(s))\n",
+               e->slurm_ntasks, e->slurm_job_id, e->slurm_nodes);
+        return;
+    default:
+        break;
+    }
+    if (e->nnodes > 1 && e->node_rank == 0)
+        printf("train:        node 0 of %d: waits on port %d for the other nodes, then runs "
+               "mpirun over all of them\n",
+               e->nnodes, e->master_port > 0 ? e->master_port : 29500);
+    else if (e->nnodes > 1)
+        printf("train:        node %d of %d: joins node 0 at %s:%d and runs what its mpirun "
+               "asks\n",
+               e->node_rank, e->nnodes, e->master_addr[0] ? e->master_addr : "(MASTER_ADDR unset)",
+               e->master_port > 0 ? e->master_port : 29500);
+    else if (e->nproc_per_node > 1)
+        printf("train:        mpirun -np %d on this node (NPROC_PER_NODE)\n", e->nproc_per_node);
+    else
+        printf("train:        one process (nproc_per_node, hostfile or NNODES start more)\n");
+}
+
 static void print_launch(const lmf_launch_env *e, int rc) {
     static const char *how[] = {
         "none (a single process; mpirun, srun or NPROC_PER_NODE start more)",
-        "mpirun (OMPI_COMM_WORLD_*)", "srun (SLURM_PROCID, SLURM_NTASKS)", "PMI/PMIx launcher",
-        "torchrun-style variables"};
+        "mpirun (OMPI_COMM_WORLD_*)",
+        "srun (SLURM_PROCID, SLURM_NTASKS)",
+        "PMI/PMIx launcher",
+        "torchrun-style variables",
+        "Slurm allocation outside srun (SLURM_JOB_ID, SLURM_NTASKS > 1)"};
     printf("launch:       %s\n", how[e->kind]);
     if (e->world_size >= 0 || e->rank >= 0) {
         printf("world:        rank %d of %d", e->rank, e->world_size);
@@ -56,7 +89,10 @@ static void print_launch(const lmf_launch_env *e, int rc) {
                "MASTER_PORT=%d (-1: unset)\n",
                e->nnodes, e->node_rank, e->nproc_per_node,
                e->master_addr[0] ? e->master_addr : "(unset)", e->master_port);
-    if (rc) printf("launch error: %s\n", lmf_last_error());
+    if (rc)
+        printf("launch error: %s\n", lmf_last_error());
+    else
+        print_plan(e);
 }
 
 int lmf_cmd_env(int argc, char **argv) {

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "launch.h"
 #include <stdlib.h>
 
 #include "lmforge/comm.h"
@@ -24,35 +25,30 @@ static int refuse_unavailable(const lmf_config *c) {
     return 0;
 }
 
-/* deepspeed: a ZeRO JSON. One process has nothing to shard: accepted with a notice. Several
- * ranks would need ZeRO sharding, which this build does not have yet: refused rather than
- * silently trained as DDP. */
-static int check_deepspeed(const lmf_config *c, int world) {
-    const char *path = lmf_config_str(c, "deepspeed");
-    if (!path) return 0;
-    cJSON *j = NULL;
-    int rc = lmf_json_load(path, &j);
-    cJSON_Delete(j);
-    if (rc) return lmf_error_prefix(rc, "%s: deepspeed", c->path);
-    if (world > 1)
-        return lmf_errorf(LMF_EUNSUPPORTED,
-                          "%s: deepspeed (ZeRO sharding) is not available yet; without the "
-                          "deepspeed key the %d ranks train data-parallel (DDP)",
-                          c->path, world);
-    lmf_info("deepspeed %s: one process, nothing to shard (ZeRO applies across ranks)", path);
-    return 0;
-}
-
 int lmf_cmd_train(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: lmforge train CONFIG.yaml [key=value ...]\n");
+        fprintf(argc < 2 ? stderr : stdout,
+                "usage: lmforge train CONFIG.yaml [key=value ...] [--launch-config FILE]\n");
         return argc < 2 ? 2 : 0;
     }
-    lmf_config c;
-    int rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
+    /* --launch-config (an accelerate config) becomes key=value overrides (launch_accel.c) */
+    lmf_argv targs;
+    int rc = lmf_accel_apply(argc, argv, &targs), code = -1;
     if (rc) return lmf_cli_fail("train", rc);
+    argc = targs.n, argv = targs.v;
+    lmf_config c;
+    rc = lmf_config_load(&c, argv[1], argv + 2, argc - 2);
+    if (rc) {
+        lmf_argv_free(&targs);
+        return lmf_cli_fail("train", rc);
+    }
     lmf_comm *comm = NULL;
-    if (!(rc = refuse_unavailable(&c))) rc = lmf_cli_launch_ranks(&c, argc, argv);
+    if (!(rc = refuse_unavailable(&c))) rc = lmf_cli_launch_ranks(&c, argc, argv, &code);
+    if (!rc && code >= 0) { /* the job ran under this process (launcher, supervisor, node k) */
+        lmf_config_free(&c);
+        lmf_argv_free(&targs);
+        return code;
+    }
     if (!rc) {
         lmf_comm_options co = {(double)lmf_config_int(&c, "ddp_timeout"), 0};
         rc = lmf_comm_init(&comm, &co);
@@ -60,8 +56,12 @@ int lmf_cmd_train(int argc, char **argv) {
     if (!rc) {
         /* Ranks other than 0 keep quiet unless something is wrong. */
         if (lmf_comm_rank(comm) != 0 && !getenv("LMF_LOG")) setenv("LMF_LOG", "warn", 1);
-        rc = check_deepspeed(&c, lmf_comm_size(comm));
     }
+    int zero_stage = 0;
+    char zero_label[256] = "DDP";
+    if (!rc)
+        rc =
+            lmf_cli_zero_stage(&c, lmf_comm_size(comm), &zero_stage, zero_label, sizeof zero_label);
     if (!rc) {
         lmf_cli_threads_from_config(&c);
         const char *stage = lmf_config_str(&c, "stage");
@@ -128,6 +128,8 @@ int lmf_cmd_train(int argc, char **argv) {
             .resume_from_checkpoint = lmf_config_str(&c, "resume_from_checkpoint"),
             .comm = lmf_comm_size(comm) > 1 ? comm : NULL,
             .ddp_bucket_bytes = (size_t)lmf_config_int(&c, "ddp_bucket_cap_mb") << 20,
+            .zero_stage = zero_stage,
+            .zero_label = zero_label,
             .bf16 = lmf_config_bool(&c, "bf16"),
             .grad_ckpt = lmf_config_bool(&c, "gradient_checkpointing"),
         };
@@ -135,6 +137,7 @@ int lmf_cmd_train(int argc, char **argv) {
         if (rc) lmf_error_prefix(rc, "%s", c.path);
     }
     lmf_config_free(&c);
+    lmf_argv_free(&targs);
     if (comm) lmf_comm_free(comm);
     return lmf_cli_fail("train", rc);
 }

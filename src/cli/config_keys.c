@@ -43,7 +43,8 @@ static const lmf_cfg_key keys[] = {
      "freeze: train the last N layers (negative: the first -N)", 0},
     {"freeze_trainable_modules", S, "all", NULL,
      "freeze: which modules of the trainable layers train", 0},
-    {"deepspeed", S, NULL, NULL, "DeepSpeed ZeRO JSON (distributed training)", 0},
+    {"deepspeed", S, NULL, NULL,
+     "DeepSpeed JSON: zero_optimization.stage 0..3 chooses the sharding (docs/distributed.md)", 0},
     /* dataset */
     {"dataset", S, NULL, NULL, "dataset names from dataset_info.json, comma separated", 0},
     {"eval_dataset", S, NULL, NULL, "evaluation dataset names", 0},
@@ -107,8 +108,27 @@ static const lmf_cfg_key keys[] = {
     {"nproc_per_node", I, "1", "1..4096",
      "ranks on this node: > 1 re-runs the command under mpirun (also NPROC_PER_NODE)", 0},
     {"ddp_bucket_cap_mb", I, "25", "1..", "DDP: gradient bucket size in MB", 0},
+    {"zero_stage", I, NULL, "0..3",
+     "lmforge: ZeRO sharding across ranks: 0 DDP, 1 optimizer state, 2 + gradients, 3 + "
+     "parameters (also set by deepspeed or fsdp)",
+     0},
+    {"fsdp", S, NULL, NULL,
+     "FSDP as transformers' TrainingArguments: full_shard | shard_grad_op | no_shard | "
+     "hybrid_shard, with optional auto_wrap / offload (accepted)",
+     0},
+    {"fsdp_config", S, NULL, NULL,
+     "FSDP options file (JSON): sharding_strategy / fsdp_sharding_strategy and accepted extras", 0},
     {"threads", I, NULL, "1..1024", "lmforge: compute threads per rank (default: cores / ranks)",
      0},
+    {"hostfile", S, NULL, NULL,
+     "launch: DeepSpeed/OpenMPI hostfile (`host slots=N` lines): mpirun runs the ranks on those "
+     "hosts",
+     0},
+    {"max_restarts", I, NULL, "0..1000",
+     "launch: relaunch a failed job from its newest checkpoint up to N times (also MAX_RESTARTS)",
+     0},
+    {"rdzv_timeout", I, "900", "1..",
+     "launch: seconds the nodes of a NNODES launch wait for each other", 0},
     /* export */
     {"export_dir", S, NULL, NULL, "export: folder for the merged model", 0},
     {"export_size", I, "5", "1..", "export: shard size in GB", 0},
@@ -149,6 +169,30 @@ static const lmf_cfg_key keys[] = {
      "token, f32 accumulation); auto is float32",
      0},
     {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
+    /* data-parallel serving (lmforge router; lmforge api with data_parallel_size) */
+    {"data_parallel_size", I, "1", "1..64",
+     "api: N > 1 starts N replica servers on 127.0.0.1, ports API_PORT+1..API_PORT+N (threads "
+     "split between them unless `threads` is set), behind a router on API_PORT",
+     0},
+    {"router_replicas", S, NULL, NULL,
+     "router: the replicas' base URLs, comma separated (http://host:port,...)", 0},
+    {"router_host", S, NULL, NULL, "router: address to listen on (default API_HOST or 127.0.0.1)",
+     0},
+    {"router_port", I, NULL, "1..65535", "router: port to listen on (default API_PORT or 8000)", 0},
+    {"router_policy", S, "least", "least|prefix",
+     "router: least outstanding requests, or prefix affinity (the same prompt prefix goes to "
+     "the same healthy replica, for KV prefix reuse)",
+     0},
+    {"router_health_interval", F, "2", "0.05..3600", "router: seconds between health checks", 0},
+    {"router_health_failures", I, "2", "1..1000",
+     "router: failed health checks in a row that eject a replica (one that refuses a request "
+     "is ejected at once)",
+     0},
+    {"router_prefix_chars", I, "256", "1..",
+     "router: prefix policy: leading characters of the messages or prompt that are hashed", 0},
+    {"router_request_timeout", I, "600", "1..",
+     "router: seconds a replica may take to answer (or stay silent mid-stream)", 0},
+    {"router_max_connections", I, "256", "1..100000", "router: client connections at once", 0},
 };
 
 const lmf_cfg_key *lmf_config_keys(int *n) {

@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "launch.h"
 #include "lmforge/core.h"
 #include "lmforge/tensor.h"
 
@@ -23,6 +24,8 @@ static const struct {
      lmf_cmd_chat},
     {"api", "serve a model (and adapter) over OpenAI's HTTP API (chat, completions, SSE)",
      lmf_cmd_api},
+    {"router", "route OpenAI API requests across `lmforge api` replicas (health checks, retries)",
+     lmf_cmd_router},
     {"data", "preview how a config's dataset renders: template, tokens, trained spans",
      lmf_cmd_data},
     {"config", "check a YAML config (effective values) or print the key table", lmf_cmd_config},
@@ -49,6 +52,8 @@ int main(int argc, char **argv) {
         printf("lmforge %s\n", LMF_VERSION);
         return 0;
     }
+    /* hidden: mpirun's rsh agent of a NNODES launch (launch_rdzv_worker.c) */
+    if (!strcmp(argv[1], "_launch-agent")) return lmf_cmd_launch_agent(argc - 1, argv + 1);
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "lmforge: unknown command \"%s\"\n\n", argv[1]);

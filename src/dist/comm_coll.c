@@ -2,6 +2,7 @@
  * (all-reduce and broadcast split into pieces of at most max_piece elements, each an MPI
  * request under one lmf_comm_req), the world-of-one local forms, and the blocking wrappers. */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "comm_internal.h"
@@ -122,6 +123,97 @@ int lmf_comm_iallgather(lmf_comm *c, const void *send, void *recv, size_t chunk,
                         c->mc, &r->mr[0]);
     MPI_Type_free(&el); /* freed when the operation no longer needs it */
     return posted(r, rc, "MPI_Iallgather", req);
+}
+
+/* counts and displacements as MPI's ints, kept in the request until it completes. */
+static int v_layout(lmf_comm *c, const char *what, const size_t *counts, lmf_comm_req *r,
+                    size_t *total) {
+    size_t sum = 0;
+    for (int i = 0; i < c->size; i++) {
+        if (counts[i] > INT_MAX || sum + counts[i] > INT_MAX)
+            return lmf_errorf(LMF_ERANGE, "comm \"%s\": %s of more than %d elements", c->name, what,
+                              INT_MAX);
+        sum += counts[i];
+    }
+    *total = sum;
+    if (!r) return 0;
+    r->vcounts = malloc(sizeof(int) * 2 * (size_t)c->size);
+    if (!r->vcounts) return lmf_errorf(LMF_ENOMEM, "comm \"%s\": %s request", c->name, what);
+    for (int i = 0, d = 0; i < c->size; d += (int)counts[i], i++)
+        r->vcounts[i] = (int)counts[i], r->vcounts[c->size + i] = d;
+    return 0;
+}
+
+int lmf_comm_iallgatherv(lmf_comm *c, const void *send, void *recv, const size_t *counts,
+                         lmf_dtype t, lmf_comm_req **req) {
+    *req = NULL;
+    size_t es = lmf_dtype_size(t), total = 0, before = 0;
+    int rc = v_layout(c, "all-gather", counts, NULL, &total);
+    if (rc) return rc;
+    for (int i = 0; i < c->rank; i++) before += counts[i];
+    char *mine = (char *)recv + before * es;
+    lmf_comm_req *r = comm_req_new(c, OP_ALLGATHER, total * es, c->use_mpi ? 1 : 0);
+    if (!r) return LMF_ENOMEM;
+    if (!c->use_mpi) {
+        if (send != mine) memmove(mine, send, counts[c->rank] * es);
+        *req = r;
+        return 0;
+    }
+    if ((rc = v_layout(c, "all-gather", counts, r, &total))) {
+        comm_req_release(r);
+        return rc;
+    }
+    MPI_Datatype el;
+    MPI_Type_contiguous((int)es, MPI_BYTE, &el);
+    MPI_Type_commit(&el);
+    rc = MPI_Iallgatherv(send == mine ? MPI_IN_PLACE : send, (int)counts[c->rank], el, recv,
+                         r->vcounts, r->vcounts + c->size, el, c->mc, &r->mr[0]);
+    MPI_Type_free(&el);
+    return posted(r, rc, "MPI_Iallgatherv", req);
+}
+
+int lmf_comm_ireduce_scatterv(lmf_comm *c, const void *send, void *recv, const size_t *counts,
+                              lmf_dtype t, lmf_reduce_op op, lmf_comm_req **req) {
+    *req = NULL;
+    int rc = check_reduce(c, "reduce-scatter", t);
+    size_t es = lmf_dtype_size(t), total = 0, before = 0;
+    if (!rc) rc = v_layout(c, "reduce-scatter", counts, NULL, &total);
+    if (rc) return rc;
+    for (int i = 0; i < c->rank; i++) before += counts[i];
+    lmf_comm_req *r = comm_req_new(c, OP_REDUCE_SCATTER, total * es, c->use_mpi ? 1 : 0);
+    if (!r) return LMF_ENOMEM;
+    if (!c->use_mpi) {
+        memmove(recv, (const char *)send + before * es, counts[c->rank] * es);
+        *req = r;
+        return 0;
+    }
+    if ((rc = v_layout(c, "reduce-scatter", counts, r, &total))) {
+        comm_req_release(r);
+        return rc;
+    }
+    set_avg(r, op, recv, counts[c->rank], t);
+    rc = MPI_Ireduce_scatter(send, recv, r->vcounts, mpi_type(t), mpi_op(c, t), c->mc, &r->mr[0]);
+    return posted(r, rc, "MPI_Ireduce_scatter", req);
+}
+
+int lmf_comm_iallreduce_f64(lmf_comm *c, double *buf, size_t count, lmf_comm_req **req) {
+    *req = NULL;
+    if (count > INT_MAX)
+        return lmf_errorf(LMF_ERANGE, "comm \"%s\": all-reduce of %zu doubles", c->name, count);
+    lmf_comm_req *r = comm_req_new(c, OP_ALLREDUCE, count * sizeof(double), c->use_mpi ? 1 : 0);
+    if (!r) return LMF_ENOMEM;
+    if (!c->use_mpi) {
+        *req = r;
+        return 0;
+    }
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, MPI_SUM, c->mc, &r->mr[0]);
+    return posted(r, rc, "MPI_Iallreduce", req);
+}
+
+int lmf_comm_allreduce_f64(lmf_comm *c, double *buf, size_t count) {
+    lmf_comm_req *r;
+    int rc = lmf_comm_iallreduce_f64(c, buf, count, &r);
+    return rc ? rc : lmf_comm_wait(&r);
 }
 
 int lmf_comm_ibroadcast(lmf_comm *c, void *buf, size_t bytes, int root, lmf_comm_req **req) {

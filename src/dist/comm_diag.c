@@ -10,6 +10,7 @@
  * poll. */
 #include <stdarg.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,13 +72,28 @@ static void add(char *buf, size_t n, const char *fmt, ...) {
  * SIGKILLs the rank's parent (mpirun, or orted on another node, whose loss ends mpirun) if it is
  * still alive `grace` seconds later, and quits as soon as the parent is gone. Only under
  * OpenMPI's launcher: under srun the parent is slurmstepd, which is never ours to kill. */
+/* The watchdog must leave the rank's process group before the rank aborts: OpenMPI signals a
+ * rank's whole process group when it kills the job, and a watchdog still in it dies with the
+ * rank (a race lost under load: mpirun then hung ~28 s after a cut cable instead of being
+ * killed after the grace). So the rank waits (at most 2 s) for the watchdog's setsid. */
 static void arm_launcher_watchdog(double grace) {
     if (!getenv("OMPI_COMM_WORLD_SIZE")) return;
     pid_t parent = getppid();
-    if (parent <= 1 || fork() != 0) return;
+    int ready[2];
+    if (parent <= 1 || pipe(ready)) return;
+    pid_t pid = fork();
+    if (pid != 0) {
+        close(ready[1]);
+        struct pollfd pf = {ready[0], POLLIN, 0};
+        if (pid > 0) poll(&pf, 1, 2000);
+        close(ready[0]);
+        return;
+    }
+    setsid();
+    close(ready[0]);
+    close(ready[1]); /* the rank's poll sees the end of the pipe: we are out of its group */
     int null = open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; fd++) dup2(null, fd); /* mpirun must not wait for our pipes */
-    setsid();
     for (long i = 0; i < (long)(grace * 10); i++) {
         if (kill(parent, 0) != 0) _exit(0); /* gone: nothing to do */
         struct timespec ts = {0, 100000000};

@@ -64,6 +64,7 @@ struct lmf_comm_req {
     size_t scale_count;
     lmf_dtype scale_t;
     float scale;
+    int *vcounts; /* counts then displacements of a v-collective (MPI reads them until done) */
     lmf_comm_req *prev, *next;
 };
 

@@ -62,6 +62,7 @@ void comm_req_release(lmf_comm_req *r) {
         c->active = r->next;
     if (r->next) r->next->prev = r->prev;
     if (r->mr != r->inline_mr) free(r->mr);
+    free(r->vcounts);
     free(r);
 }
 

@@ -19,6 +19,8 @@ struct lmf_ddp {
     int n;
     int next; /* buckets at index >= next are posted (they are posted from the end) */
     size_t bytes;
+    /* timing of synchronised steps: first post, end of backward (finish called), all done */
+    double t_first, steps, span_s, exposed_s;
 };
 
 static int cmp_range(const void *a, const void *b) {
@@ -84,6 +86,7 @@ void lmf_ddp_begin(lmf_ddp *d) {
 
 static int post(lmf_ddp *d, int i) {
     bucket *b = &d->b[i];
+    if (i == d->n - 1) d->t_first = lmf_time_sec();
     return lmf_comm_iallreduce(d->comm, d->grads + b->offset, b->count, LMF_F32, LMF_REDUCE_SUM,
                                &b->req);
 }
@@ -97,9 +100,20 @@ int lmf_ddp_ready_from(lmf_ddp *d, size_t off) {
 
 int lmf_ddp_finish(lmf_ddp *d) {
     int rc = 0;
+    double t_bwd = lmf_time_sec();
     while (!rc && d->next > 0) rc = post(d, --d->next);
     for (int i = d->n - 1; i >= 0 && !rc; i--) rc = lmf_comm_wait(&d->b[i].req);
+    if (!rc && d->n) {
+        double t_done = lmf_time_sec();
+        d->steps += 1;
+        d->span_s += t_done - d->t_first;
+        d->exposed_s += t_done - t_bwd;
+    }
     return rc;
+}
+
+void lmf_ddp_stats(const lmf_ddp *d, double *steps, double *span_s, double *exposed_s) {
+    *steps = d->steps, *span_s = d->span_s, *exposed_s = d->exposed_s;
 }
 
 size_t lmf_ddp_bytes(const lmf_ddp *d) {

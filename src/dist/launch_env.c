@@ -23,10 +23,31 @@ static int read_int(const char *name, int *out, int *err) {
     return 1;
 }
 
+/* An sbatch script (or salloc shell) of several tasks: SLURM_JOB_ID and SLURM_NTASKS > 1, but
+ * not one task of a multi-task srun step (srun sets SLURM_STEP_NUM_TASKS) nor of a PMI job. */
+static int in_allocation_only(lmf_launch_env *e, int *err) {
+    const char *job = getenv("SLURM_JOB_ID");
+    int step_tasks;
+    read_int("SLURM_NTASKS", &e->slurm_ntasks, err);
+    read_int("SLURM_JOB_NUM_NODES", &e->slurm_nodes, err);
+    read_int("SLURM_CPUS_PER_TASK", &e->slurm_cpus_per_task, err);
+    e->slurm_job_id = job ? strtol(job, NULL, 10) : 0;
+    read_int("SLURM_STEP_NUM_TASKS", &step_tasks, err);
+    /* LMF_UNDER_SRUN: set by lmforge's own srun command, in case a Slurm lacks the variable */
+    return job && *job && e->slurm_ntasks > 1 && step_tasks <= 1 && !getenv("PMIX_RANK") &&
+           !getenv("PMI_RANK") && !getenv("LMF_UNDER_SRUN");
+}
+
 int lmf_launch_detect(lmf_launch_env *e) {
     int err = 0, x;
-    *e = (lmf_launch_env){
-        .kind = LMF_LAUNCH_NONE, .world_size = -1, .rank = -1, .local_rank = -1, .local_size = -1};
+    *e = (lmf_launch_env){.kind = LMF_LAUNCH_NONE,
+                          .world_size = -1,
+                          .rank = -1,
+                          .local_rank = -1,
+                          .local_size = -1,
+                          .slurm_ntasks = -1,
+                          .slurm_nodes = -1,
+                          .slurm_cpus_per_task = -1};
     read_int("NNODES", &e->nnodes, &err);
     read_int("NODE_RANK", &e->node_rank, &err);
     read_int("NPROC_PER_NODE", &e->nproc_per_node, &err);
@@ -38,6 +59,8 @@ int lmf_launch_detect(lmf_launch_env *e) {
         read_int("OMPI_COMM_WORLD_RANK", &e->rank, &err);
         read_int("OMPI_COMM_WORLD_LOCAL_RANK", &e->local_rank, &err);
         read_int("OMPI_COMM_WORLD_LOCAL_SIZE", &e->local_size, &err);
+    } else if (in_allocation_only(e, &err)) {
+        e->kind = LMF_LAUNCH_SLURM_ALLOC;
     } else if (read_int("SLURM_PROCID", &e->rank, &err)) {
         e->kind = LMF_LAUNCH_SRUN;
         read_int("SLURM_NTASKS", &e->world_size, &err);
@@ -75,6 +98,8 @@ const char *lmf_launch_kind_name(lmf_launch_kind k) {
         return "pmi";
     case LMF_LAUNCH_TORCHRUN:
         return "torchrun-style";
+    case LMF_LAUNCH_SLURM_ALLOC:
+        return "slurm allocation";
     default:
         return "none";
     }

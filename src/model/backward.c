@@ -114,6 +114,7 @@ int lmf_model_backward(lmf_model *m) {
         const lmf_layer_weights *w = &m->w.layers[l];
         int need_dx = l > 0 || embed_trainable;
         const uint16_t *xb;
+        weight_event(m, l, LMF_WEIGHTS_LAYER_BWD);
         if (a->ckpt) lmf_layer_recompute(m, l);
         /* MLP: x_next = x_mid + down(swiglu(gate(xn2), up(xn2))) */
         xb = input_bf16(m, l, 1u << LMF_DOWN, L->h, (size_t)n * F);
@@ -154,6 +155,7 @@ int lmf_model_backward(lmf_model *m) {
         if (m->grad_hook) m->grad_hook(m->grad_hook_user, l); /* layer l's gradients are final */
     }
     if (embed_trainable) be->embed_bwd(grad_of(m, m->w.embed), a->dx, a->ids, n, C);
+    weight_event(m, -1, LMF_WEIGHTS_BWD_END);
     a->want_grad = 0; /* dlogits replaced the logits: a second backward would be wrong */
     return 0;
 }

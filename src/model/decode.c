@@ -4,12 +4,22 @@
 #include <math.h>
 #include <string.h>
 
+#include <omp.h>
+
+#include "decode_internal.h"
 #include "lmforge/decode_kernels.h"
-#include "model_internal.h"
 
 /* Up to this many rows a step's f32 products use the streaming matvec (each weight read once,
- * the decode case); past it the GEMM library's blocking wins. bf16 weights always use ours. */
-enum { MATVEC_MAX_ROWS = 16 };
+ * the decode case); past it the GEMM library's blocking wins: per core, our 4 x 4 f32 tiles do
+ * ~23 GMAC/s against the library's 31-44 for 4 to 64 rows (L2-resident weights), and from ~8
+ * rows a step is bound by those MACs rather than by the weights' bytes. bf16 weights always
+ * use ours (~80 GMAC/s a core with vdpbf16ps). */
+enum { MATVEC_MAX_ROWS = 8 };
+/* Steps of up to this many rows without adapters (decodes of a batch of sequences, short
+ * prefill chunks) run as one parallel region with work stealing (decode_fused.c), which unlike
+ * ~90 parallel regions a step does not stall each time a thread is descheduled on a shared
+ * machine. f32: as far as the matvec beats the GEMM library. */
+enum { FUSED_MAX_ROWS_F32 = MATVEC_MAX_ROWS, FUSED_MAX_ROWS_BF16 = 64 };
 
 size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
     return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
@@ -55,18 +65,12 @@ int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t) {
     return 0;
 }
 
-typedef struct step_bufs {
-    float *x, *xn, *q, *k, *v, *att, *gate, *up, *h, *mid, *last, *lastn;
-    uint16_t *xb; /* activations rounded to bf16 for the bf16 products */
-    int32_t *ids, *pos;
-    lmf_paged_seq *pseqs;
-} step_bufs;
-
 static const lmf_lora *seq_lora(const lmf_model *m, const lmf_seq_step *s) {
     return s->lora ? s->lora : m->lora;
 }
 
-static int step_buffers(lmf_model *m, const lmf_seq_step *seqs, int n, int n_seqs, step_bufs *b) {
+static int step_buffers(lmf_model *m, const lmf_seq_step *seqs, int n, int n_seqs, size_t extra,
+                        step_bufs *b) {
     const lmf_model_config *c = &m->cfg;
     size_t C = c->hidden, F = c->ffn, QD = (size_t)c->heads * c->head_dim,
            KD = (size_t)c->kv_heads * c->head_dim, r = 1;
@@ -92,7 +96,8 @@ static int step_buffers(lmf_model *m, const lmf_seq_step *seqs, int n, int n_seq
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
         total += (sizes[i] * 4 + 63) & ~(size_t)63;
-    total += 2 * (((size_t)n * 4 + 63) & ~(size_t)63) + sizeof(lmf_paged_seq) * n_seqs + 64;
+    total += 2 * (((size_t)n * 4 + 63) & ~(size_t)63) +
+             ((sizeof(lmf_paged_seq) * n_seqs + 63) & ~(size_t)63) + extra + 64;
     if (total > m->step_bytes) {
         if (m->step_block) m->be->free(m->step_block);
         m->step_block = m->be->alloc(total);
@@ -114,6 +119,8 @@ static int step_buffers(lmf_model *m, const lmf_seq_step *seqs, int n, int n_seq
     b->pos = (int32_t *)p;
     p += ((size_t)n * 4 + 63) & ~(size_t)63;
     b->pseqs = (lmf_paged_seq *)p;
+    p += (sizeof(lmf_paged_seq) * n_seqs + 63) & ~(size_t)63;
+    b->extra = p;
     return 0;
 }
 
@@ -207,8 +214,14 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     const lmf_backend *be = m->be;
     int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
     if (rc) return rc;
+    /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
+    int fused = be == lmf_backend_cpu() &&
+                n <= (m->infer_bf16 ? FUSED_MAX_ROWS_BF16 : FUSED_MAX_ROWS_F32),
+        nt = omp_get_max_threads();
+    for (int i = 0; i < n_seqs && fused; i++) fused = !seq_lora(m, &seqs[i]);
     step_bufs b = {0};
-    if ((rc = step_buffers(m, seqs, n, n_seqs, &b))) return rc;
+    size_t extra = fused ? lmf_fused_step_bytes(m, n, n_seqs, nt) : 0;
+    if ((rc = step_buffers(m, seqs, n, n_seqs, extra, &b))) return rc;
     int C = c->hidden, H = c->heads, KVH = c->kv_heads, D = c->head_dim, row = 0;
     for (int i = 0; i < n_seqs; i++) {
         b.pseqs[i] = (lmf_paged_seq){row, seqs[i].n_new, seqs[i].start, seqs[i].table};
@@ -222,6 +235,10 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
                  const lmf_paged_shape *) =
         be == lmf_backend_cpu() ? lmf_attn_paged_fast : be->attn_paged;
     be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
+    if (fused) {
+        lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, logits);
+        return 0;
+    }
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->attn_norm, n, C, c->rms_eps);

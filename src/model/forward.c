@@ -310,11 +310,14 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     a->want_grad = want_grad;
     int n = a->n, C = c->hidden;
     if (m->bf16) lmf_model_refresh_bf16(m);
+    weight_event(m, -1, LMF_WEIGHTS_FWD_BEGIN);
 
     be->embed_fwd(a->L[0].x_in, m->w.embed, a->ids, n, C);
     for (int l = 0; l < c->layers; l++) {
         if (m->lora) a->rng_at[l] = m->lora->dropout_rng;
+        weight_event(m, l, LMF_WEIGHTS_LAYER_FWD);
         layer_fwd(m, l, want_grad, 0);
+        weight_event(m, l, LMF_WEIGHTS_LAYER_FWD_DONE);
     }
     be->rmsnorm_fwd(a->xnf, a->rstdf, a->x_out, m->w.final_norm, n, C, c->rms_eps);
     if (a->bf16) {
@@ -324,6 +327,7 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     } else {
         be->gemm(0, 1, n, c->vocab, C, 1.0f, a->xnf, C, m->w.lm_head, C, 0.0f, a->logits, c->vocab);
     }
+    weight_event(m, -1, LMF_WEIGHTS_FWD_END);
     if (logits) be->copy(logits, a->logits, sizeof(float) * n * c->vocab);
     float scale = m->loss_denom > 0 ? (float)(1.0 / m->loss_denom)
                   : a->n_targets    ? 1.0f / (float)a->n_targets

@@ -21,6 +21,10 @@ void lmf_model_free_compute(lmf_model *m);
  * with the LoRA dropout masks the forward pass drew. */
 void lmf_layer_recompute(lmf_model *m, int l);
 
+static inline void weight_event(lmf_model *m, int layer, int event) {
+    if (m->weight_hook) m->weight_hook(m->weight_hook_user, layer, event);
+}
+
 #endif
 
 /* Activations a forward pass keeps for backward, one set per layer; all slices of one

@@ -151,21 +151,41 @@ static double sum_squares(const float *g, size_t cnt) {
     return total;
 }
 
-float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, double max_norm) {
+double lmf_sum_squares(const float *g, size_t n) {
+    return sum_squares(g, n);
+}
+
+float lmf_clip_coef(const double *sumsq, int n, double max_norm, float *coef) {
     /* torch: norm(stack([norm(g_i) for g_i])); each norm is an f32 tensor. */
     double sq = 0;
-    for (int k = 0; k < n_groups; k++)
-        for (int s = 0; s < groups[k].n_segs; s++) {
-            const lmf_opt_segment *seg = &groups[k].segs[s];
-            const float tn = (float)sqrt(sum_squares(groups[k].grads + seg->offset, seg->numel));
-            sq += (double)tn * (double)tn;
-        }
+    for (int k = 0; k < n; k++) {
+        const float tn = (float)sqrt(sumsq[k]);
+        sq += (double)tn * (double)tn;
+    }
     const float total = (float)sqrt(sq);
-    if (!(max_norm > 0)) return total;
+    *coef = 1.0f;
     /* max_norm / (total + 1e-6) in torch is (total + 1e-6).reciprocal() * max_norm in f32,
      * clamped to 1; scaling by exactly 1.0 is a no-op, so we only scale below 1 (or NaN). */
-    const float coef = (1.0f / (total + 1e-6f)) * (float)max_norm;
-    if (coef >= 1.0f) return total;
+    if (max_norm > 0) {
+        const float c = (1.0f / (total + 1e-6f)) * (float)max_norm;
+        if (!(c >= 1.0f)) *coef = c;
+    }
+    return total;
+}
+
+float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, double max_norm) {
+    int n = 0;
+    for (int k = 0; k < n_groups; k++) n += groups[k].n_segs;
+    double one, *sumsq = n > 1 ? malloc(sizeof *sumsq * (size_t)n) : &one;
+    if (!sumsq) abort(); /* a few bytes per tensor */
+    for (int k = 0, i = 0; k < n_groups; k++)
+        for (int s = 0; s < groups[k].n_segs; s++, i++)
+            sumsq[i] =
+                sum_squares(groups[k].grads + groups[k].segs[s].offset, groups[k].segs[s].numel);
+    float coef;
+    const float total = lmf_clip_coef(sumsq, n, max_norm, &coef);
+    if (sumsq != &one) free(sumsq);
+    if (coef == 1.0f) return total;
     for (int k = 0; k < n_groups; k++) {
         const lmf_grad_group *gr = &groups[k];
 #pragma omp parallel
@@ -212,23 +232,24 @@ fail:
     return rc;
 }
 
-int lmf_adamw_load(lmf_adamw *o, const char *path) {
-    lmf_mapped_file mf;
-    int rc = lmf_file_map(&mf, path);
+int lmf_adamw_open(const char *path, size_t expect_n, lmf_adamw_file *f) {
+    memset(f, 0, sizeof *f);
+    lmf_mapped_file *mf = &f->mf;
+    int rc = lmf_file_map(mf, path);
     if (rc) return rc;
-    const uint8_t *d = mf.data;
+    const uint8_t *d = mf->data;
     uint32_t version, reserved;
     uint64_t n;
     int64_t step;
     double hp[4];
 
-    if (mf.size < 8 || memcmp(d, ADAM_MAGIC, 8) != 0) {
+    if (mf->size < 8 || memcmp(d, ADAM_MAGIC, 8) != 0) {
         rc = lmf_errorf(LMF_EFORMAT, "%s: not an lmforge AdamW state file (magic is not %s)", path,
                         ADAM_MAGIC);
         goto fail;
     }
-    if (mf.size < ADAM_HEADER) {
-        rc = lmf_errorf(LMF_EFORMAT, "%s: truncated header: %zu of %d bytes", path, mf.size,
+    if (mf->size < ADAM_HEADER) {
+        rc = lmf_errorf(LMF_EFORMAT, "%s: truncated header: %zu of %d bytes", path, mf->size,
                         ADAM_HEADER);
         goto fail;
     }
@@ -246,10 +267,10 @@ int lmf_adamw_load(lmf_adamw *o, const char *path) {
         rc = lmf_errorf(LMF_EFORMAT, "%s: reserved header field is %u, expected 0", path, reserved);
         goto fail;
     }
-    if (n != (uint64_t)o->n) {
+    if (n != (uint64_t)expect_n) {
         rc = lmf_errorf(LMF_ESHAPE,
                         "%s: state is for %llu trained parameters but this run trains %zu", path,
-                        (unsigned long long)n, o->n);
+                        (unsigned long long)n, expect_n);
         goto fail;
     }
     if (step < 0) {
@@ -260,16 +281,16 @@ int lmf_adamw_load(lmf_adamw *o, const char *path) {
         rc = LMF_EFORMAT;
         goto fail;
     }
-    /* n == o->n, an allocation that succeeded, so the size below cannot overflow. */
-    const size_t want = ADAM_HEADER + 2 * o->n * sizeof(float);
-    if (mf.size != want) {
+    /* n == expect_n, the size of a buffer the caller holds, so this cannot overflow. */
+    const size_t want = ADAM_HEADER + 2 * expect_n * sizeof(float);
+    if (mf->size != want) {
         rc = lmf_errorf(LMF_EFORMAT, "%s: %s: %zu bytes, expected %zu for %zu parameters", path,
-                        mf.size < want ? "truncated" : "trailing bytes", mf.size, want, o->n);
+                        mf->size < want ? "truncated" : "trailing bytes", mf->size, want, expect_n);
         goto fail;
     }
     const float *fm = (const float *)(const void *)(d + ADAM_HEADER);
-    const float *fv = fm + o->n;
-    for (size_t i = 0; i < o->n; i++) {
+    const float *fv = fm + expect_n;
+    for (size_t i = 0; i < expect_n; i++) {
         float mi, vi;
         memcpy(&mi, fm + i, 4);
         memcpy(&vi, fv + i, 4);
@@ -279,16 +300,26 @@ int lmf_adamw_load(lmf_adamw *o, const char *path) {
             goto fail;
         }
     }
-    memcpy(o->m, fm, o->n * sizeof(float));
-    memcpy(o->v, fv, o->n * sizeof(float));
-    o->step = step;
-    o->beta1 = hp[0];
-    o->beta2 = hp[1];
-    o->eps = hp[2];
-    o->weight_decay = hp[3];
-    lmf_file_unmap(&mf);
+    f->n = expect_n, f->step = step, f->m = fm, f->v = fv;
+    f->beta1 = hp[0], f->beta2 = hp[1], f->eps = hp[2], f->weight_decay = hp[3];
     return 0;
 fail:
-    lmf_file_unmap(&mf);
+    lmf_file_unmap(mf);
     return rc;
+}
+
+void lmf_adamw_close(lmf_adamw_file *f) {
+    lmf_file_unmap(&f->mf);
+}
+
+int lmf_adamw_load(lmf_adamw *o, const char *path) {
+    lmf_adamw_file f;
+    int rc = lmf_adamw_open(path, o->n, &f);
+    if (rc) return rc;
+    memcpy(o->m, f.m, o->n * sizeof(float));
+    memcpy(o->v, f.v, o->n * sizeof(float));
+    o->step = f.step;
+    o->beta1 = f.beta1, o->beta2 = f.beta2, o->eps = f.eps, o->weight_decay = f.weight_decay;
+    lmf_adamw_close(&f);
+    return 0;
 }

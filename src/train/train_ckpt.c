@@ -69,17 +69,28 @@ static int load_state(const char *path, run_state *st) {
     return rc;
 }
 
+/* Under ZeRO every rank writes its optimizer shard into the folder rank 0 started; rank 0
+ * commits it once all have succeeded (a shared filesystem across nodes, as DeepSpeed's
+ * checkpoints need). Otherwise rank 0 alone is here. */
 int trainer_save_checkpoint(trainer *t, const lmf_sampler *smp) {
     const lmf_train_options *o = t->o;
     char *tmp = NULL, *p = NULL;
-    int rc = lmf_ckpt_begin(o->output_dir, t->step, &tmp);
-    if (!rc) rc = t->lora ? lmf_lora_save(t->lora, t->m, tmp) : lmf_model_save(t->m, tmp);
-    for (int g = 0; g < t->n_groups && !rc && !o->save_only_model; g++) {
-        p = lmf_path_join(tmp, t->groups[g].opt_file);
-        rc = lmf_adamw_save(&t->groups[g].opt, p);
-        free(p);
+    int rc = trainer_saves_base(t) ? zero_gather_all(t) : 0;
+    if (!rc && t->rank == 0) rc = lmf_ckpt_begin(o->output_dir, t->step, &tmp);
+    if (t->zero) { /* every rank learns the folder, or that there is none */
+        char path[4096] = "";
+        if (t->rank == 0 && tmp) snprintf(path, sizeof path, "%s", tmp);
+        int brc = lmf_comm_broadcast(t->comm, path, sizeof path, 0);
+        if (!rc) rc = brc;
+        if (!rc && !path[0])
+            rc = lmf_errorf(LMF_EIO, "rank 0 could not start checkpoint-%lld", (long long)t->step);
+        if (!rc && t->rank != 0) tmp = lmf_strdup(path);
     }
-    if (!rc) {
+    if (!rc && t->rank == 0)
+        rc = t->lora ? lmf_lora_save(t->lora, t->m, tmp) : lmf_model_save(t->m, tmp);
+    for (int g = 0; g < t->n_groups && !rc && !o->save_only_model; g++)
+        rc = zero_save_optimizer(t, &t->groups[g], tmp);
+    if (!rc && t->rank == 0) {
         run_state s = {
             t->step, t->total, t->consumed, t->tokens,    trained_numel(t), trainer_fingerprint(t),
             {0},     {0},      t->loss_acc, t->loss_total};
@@ -89,15 +100,26 @@ int trainer_save_checkpoint(trainer *t, const lmf_sampler *smp) {
         rc = save_state(p, &s);
         free(p);
     }
-    if (!rc) rc = train_log_write_state(&t->log, t, tmp, (double)t->consumed / (double)t->train.n);
-    if (!rc) rc = lmf_ckpt_commit(o->output_dir, t->step, tmp);
-    if (rc) {
-        lmf_error_prefix(rc, "saving checkpoint-%lld (the previous checkpoint is kept)",
-                         (long long)t->step);
-        if (tmp) lmf_remove_tree(tmp);
-    } else {
-        rc = lmf_ckpt_prune(o->output_dir, o->save_total_limit);
+    if (!rc && t->rank == 0)
+        rc = train_log_write_state(&t->log, t, tmp, (double)t->consumed / (double)t->train.n);
+    if (t->zero) { /* did every rank write its part? */
+        double failed = rc != 0;
+        int arc = lmf_comm_allreduce_f64(t->comm, &failed, 1);
+        if (!rc && arc) rc = arc;
+        if (!rc && failed > 0)
+            rc = lmf_errorf(LMF_EIO, "another rank could not write its optimizer shard");
     }
+    if (t->rank == 0) {
+        if (!rc) rc = lmf_ckpt_commit(o->output_dir, t->step, tmp);
+        if (rc) {
+            lmf_error_prefix(rc, "saving checkpoint-%lld (the previous checkpoint is kept)",
+                             (long long)t->step);
+            if (tmp) lmf_remove_tree(tmp);
+        } else {
+            rc = lmf_ckpt_prune(o->output_dir, o->save_total_limit);
+        }
+    }
+    if (trainer_saves_base(t)) zero_release_all(t);
     free(tmp);
     return rc;
 }
@@ -136,13 +158,11 @@ int trainer_load_checkpoint(trainer *t, const char *dir, lmf_sampler *smp) {
     }
     if (rc) return rc;
     for (int g = 0; g < t->n_groups && !rc; g++) {
-        p = lmf_path_join(dir, t->groups[g].opt_file);
-        if (lmf_path_exists(p))
-            rc = lmf_adamw_load(&t->groups[g].opt, p);
-        else
+        int found = 0;
+        rc = zero_load_optimizer(&t->groups[g], dir, &found);
+        if (!rc && !found)
             lmf_warn("%s: no %s (save_only_model): moments restart from zero", dir,
                      t->groups[g].opt_file);
-        free(p);
     }
     if (!rc) rc = lmf_sampler_restore(smp, st.sampler, dir);
     lmf_model_weights_changed(t->m); /* base weights may have been restored */

@@ -119,6 +119,34 @@ static void ddp_layer_done(void *user, int layer) {
             lmf_ddp_ready_from(t->groups[g].ddp, (size_t)t->groups[g].layer_start[layer]);
 }
 
+/* ZeRO: the trained groups' optimizer state (stage 1) and gradients (2) sharded, and at stage
+ * 3 the base model's parameters, trained or frozen. */
+static int setup_zero(trainer *t) {
+    t->zero = t->world > 1 ? t->o->zero_stage : 0;
+    if (!t->zero) return 0;
+    int rc = 0, base_trained = 0;
+    if (t->zero >= 3 && t->m->bf16) {
+        lmf_info("bf16: ZeRO-3 computes in float32 in this build (the bf16 weight copies would "
+                 "be whole on every rank)");
+        lmf_compute_options co = {0, t->o->grad_ckpt};
+        rc = lmf_model_set_compute(t->m, &co);
+    }
+    for (int i = 0; i < t->n_groups && !rc; i++) {
+        param_group *g = &t->groups[i];
+        int base = g->params == t->m->params;
+        base_trained |= base;
+        rc = zero_group_init(t, g, 1, t->zero >= 3 && base);
+    }
+    if (!rc && t->zero >= 3 && !base_trained) { /* LoRA: the frozen base is sharded too */
+        param_group *b = &t->frozen_base;
+        b->params = t->m->params, b->numel = t->m->numel;
+        rc = zero_units(b, t->m->table, t->m->n_params, b->numel);
+        if (!rc) rc = zero_group_init(t, b, 0, 1);
+    }
+    if (!rc) zero_install_hooks(t);
+    return rc;
+}
+
 /* The trained buffers and their optimizers: the adapter (LoRA A and B are weights: decayed,
  * as in HF) plus the base modules_to_save, or the trainable part of the base model. */
 static int setup_groups(trainer *t) {
@@ -126,36 +154,37 @@ static int setup_groups(trainer *t) {
     int rc = 0;
     if (t->lora) {
         param_group *g = &t->groups[t->n_groups++];
-        *g = (param_group){t->lora->params,
-                           t->lora->grads,
-                           t->lora->numel,
-                           malloc(sizeof *g->segs),
-                           1,
-                           {0},
-                           "optimizer.bin",
-                           NULL,
-                           NULL};
+        *g = (param_group){.params = t->lora->params,
+                           .grads = t->lora->grads,
+                           .numel = t->lora->numel,
+                           .segs = malloc(sizeof *g->segs),
+                           .n_segs = 1,
+                           .opt_file = "optimizer.bin"};
         if (!g->segs) return lmf_errorf(LMF_ENOMEM, "out of memory");
         g->segs[0] = (lmf_opt_segment){0, t->lora->numel, 1};
     }
     if (t->m->grads) {
         param_group *g = &t->groups[t->n_groups++];
-        *g = (param_group){t->m->params,
-                           t->m->grads,
-                           t->m->numel,
-                           NULL,
-                           0,
-                           {0},
-                           t->lora ? "optimizer_modules.bin" : "optimizer.bin",
-                           NULL,
-                           NULL};
+        *g = (param_group){.params = t->m->params,
+                           .grads = t->m->grads,
+                           .numel = t->m->numel,
+                           .opt_file = t->lora ? "optimizer_modules.bin" : "optimizer.bin"};
         rc = lmf_opt_segments_from_params(t->m->table, t->m->n_params, t->m->trainable, &g->segs,
                                           &g->n_segs);
     }
-    for (int i = 0; i < t->n_groups && !rc; i++)
-        rc = lmf_adamw_init(&t->groups[i].opt, t->groups[i].numel, o->beta1, o->beta2, o->eps,
-                            o->weight_decay);
-    for (int i = 0; i < t->n_groups && !rc && t->world > 1; i++) {
+    for (int i = 0; i < t->n_groups && !rc; i++) {
+        param_group *g = &t->groups[i];
+        int base = g->params == t->m->params;
+        rc = base ? zero_units(g, t->m->table, t->m->n_params, g->numel)
+                  : zero_units(g, t->lora->table, t->lora->n_params, g->numel);
+    }
+    if (!rc) rc = setup_zero(t);
+    for (int i = 0; i < t->n_groups && !rc; i++) {
+        param_group *g = &t->groups[i];
+        rc = lmf_adamw_init(&g->opt, g->z ? g->z->plan.shard_len : g->numel, o->beta1, o->beta2,
+                            o->eps, o->weight_decay);
+    }
+    for (int i = 0; i < t->n_groups && !rc && t->world > 1 && t->zero <= 1; i++) {
         param_group *g = &t->groups[i];
         lmf_ddp_range *r = malloc(sizeof *r * (size_t)(g->n_segs + 1));
         if (!r) return lmf_errorf(LMF_ENOMEM, "out of memory");
@@ -185,7 +214,10 @@ static void free_groups(trainer *t) {
         free(t->groups[i].layer_start);
         lmf_ddp_free(t->groups[i].ddp);
         lmf_adamw_free(&t->groups[i].opt);
+        zero_group_free(&t->groups[i]);
     }
+    zero_group_free(&t->frozen_base);
+    t->m->grad_hook = NULL, t->m->weight_hook = NULL;
     t->n_groups = 0;
 }
 
@@ -201,16 +233,20 @@ static size_t trained_floats(const trainer *t) {
 static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, double *loss,
                       float *gnorm, double *lr) {
     const lmf_train_options *o = t->o;
-    for (int g = 0; g < t->n_groups; g++) /* only trained tensors get gradients */
+    /* only trained tensors get gradients; from stage 2 on, each layer's were given back (and
+     * read as zero) once reduce-scattered */
+    for (int g = 0; g < t->n_groups && t->zero < 2; g++)
         for (int k = 0; k < t->groups[g].n_segs; k++)
             memset(t->groups[g].grads + t->groups[g].segs[k].offset, 0,
                    t->groups[g].segs[k].numel * sizeof(float));
+    if (t->zero) zero_step_begin(t);
     int64_t step_targets = 0;
     double loss_sum = 0;
     int64_t tok_step = 0;
     for (int a = 0; a < o->grad_accum; a++) {
         int64_t idx[1024], tokens, nt = 0;
-        int sync = t->world > 1 && a == o->grad_accum - 1; /* no communication before */
+        /* DDP (and stage 1): no communication before the last micro-batch */
+        int sync = t->world > 1 && t->zero <= 1 && a == o->grad_accum - 1;
         for (int g = 0; g < t->n_groups && sync; g++) lmf_ddp_begin(t->groups[g].ddp);
         for (int i = 0; i < o->batch_size; i++) idx[i] = lmf_sampler_next(smp, NULL);
         lmf_batch b;
@@ -220,10 +256,13 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
          * denominator and rescale the gradients once the step's target count is known. */
         t->m->loss_denom = 1.0;
         double mean = 0;
+        t->zero_training = 1, t->micro = a;
         int rc = lmf_model_forward(t->m, &b, 1, &mean, &nt, NULL, NULL);
-        t->m->grad_hook = sync ? ddp_layer_done : NULL, t->m->grad_hook_user = t;
+        if (t->zero < 2) t->m->grad_hook = sync ? ddp_layer_done : NULL, t->m->grad_hook_user = t;
         if (!rc) rc = lmf_model_backward(t->m);
-        t->m->grad_hook = NULL;
+        if (t->zero < 2) t->m->grad_hook = NULL;
+        t->zero_training = 0;
+        if (!rc && t->zero_rc) rc = t->zero_rc;
         for (int g = 0; g < t->n_groups && sync && !rc; g++) rc = lmf_ddp_finish(t->groups[g].ddp);
         if (rc) return rc;
         loss_sum += mean * (double)nt;
@@ -241,6 +280,12 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
     }
     t->tokens += tok_step;
     float inv = step_targets ? (float)(1.0 / (double)step_targets) : 0.0f;
+    *loss = step_targets ? loss_sum / (double)step_targets : 0.0;
+    *lr = lmf_schedule_lr(sched, t->step);
+    if (t->zero) {
+        if (t->zero == 1) zero_take_reduced(t);
+        return zero_clip_and_step(t, inv, o->max_grad_norm, *lr, gnorm);
+    }
     lmf_grad_group gg[2];
     for (int g = 0; g < t->n_groups; g++) {
         param_group *pg = &t->groups[g];
@@ -251,8 +296,6 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
         gg[g] = (lmf_grad_group){pg->grads, pg->segs, pg->n_segs};
     }
     *gnorm = lmf_clip_grad_norm_groups(gg, t->n_groups, o->max_grad_norm);
-    *lr = lmf_schedule_lr(sched, t->step);
-    *loss = step_targets ? loss_sum / (double)step_targets : 0.0;
     int rc = 0;
     for (int g = 0; g < t->n_groups && !rc; g++) {
         param_group *pg = &t->groups[g];
@@ -262,9 +305,11 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
     return rc;
 }
 
+/* Rank 0 evaluates while the others go on, except under ZeRO-3, where the layers are
+ * gathered from every rank: all evaluate, rank 0 logs. */
 static int run_eval(trainer *t, eval_result *r) {
     int rc = trainer_evaluate(t, r);
-    if (!rc) train_log_eval(&t->log, t->step, t->total, epoch_of(t), r);
+    if (!rc && t->rank == 0) train_log_eval(&t->log, t->step, t->total, epoch_of(t), r);
     return rc;
 }
 
@@ -343,8 +388,20 @@ static int train_loop(trainer *t) {
                      t->resume_dir, (long long)t->step, (long long)t->total, epoch_of(t),
                      lmf_schedule_lr(&sched, t->step));
     }
+    if (!rc && t->zero) zero_after_load(t);
     if (!rc && t->rank == 0) rc = train_log_open(&t->log, o->output_dir, t->resume_dir, t->step);
-    if (!rc && t->world > 1) {
+    if (!rc && t->zero) {
+        size_t shard = 0;
+        for (int g = 0; g < t->n_groups; g++) shard += t->groups[g].z->plan.shard_len;
+        lmf_info("distributed (%s): %d ranks x %d threads, effective batch %d = %d per device x "
+                 "%d accumulation x %d ranks; each rank keeps %zu of %zu trained floats' %s",
+                 t->o->zero_label ? t->o->zero_label : "ZeRO", t->world, lmf_threads_get(),
+                 o->batch_size * o->grad_accum * t->world, o->batch_size, o->grad_accum, t->world,
+                 shard, trained_floats(t),
+                 t->zero == 1   ? "optimizer state"
+                 : t->zero == 2 ? "optimizer state and gradients"
+                                : "optimizer state, gradients and parameters");
+    } else if (!rc && t->world > 1) {
         size_t bytes = 0;
         int buckets = 0;
         for (int g = 0; g < t->n_groups; g++)
@@ -361,7 +418,7 @@ static int train_loop(trainer *t) {
                  (long long)t->total, (long long)per_epoch, o->batch_size, o->grad_accum,
                  o->finetuning_type, trained_floats(t));
     double t0 = lmf_time_sec();
-    int64_t tokens0 = t->tokens, last_eval = -1;
+    int64_t tokens0 = t->tokens, last_eval = -1, first_step = t->step;
     eval_result ev = {0};
     int have_eval = 0;
     while (!rc && t->step < t->total) {
@@ -369,6 +426,9 @@ static int train_loop(trainer *t) {
         float gnorm;
         if ((rc = train_step(t, &sampler, &sched, &loss, &gnorm, &lr))) break;
         t->step++;
+        if (t->step == first_step + 1 && (t->world > 1 || o->zero_stage) &&
+            (rc = zero_memory_report(t)))
+            break;
         t->loss_acc += loss, t->loss_total += loss;
         double tps = (double)(t->tokens - tokens0) / (lmf_time_sec() - t0 + 1e-9);
         step_report rep = {t->step, t->total, loss, lr, gnorm, epoch_of(t), tps, t->tokens};
@@ -384,27 +444,32 @@ static int train_loop(trainer *t) {
         int eval_now = !strcmp(o->eval_strategy, "steps")   ? t->step % o->eval_steps == 0
                        : !strcmp(o->eval_strategy, "epoch") ? epoch_end
                                                             : 0;
-        if (eval_now && t->rank == 0) { /* the others go on to the next step's collectives */
+        if (eval_now && (t->rank == 0 || t->zero >= 3)) { /* the others go on */
             if ((rc = run_eval(t, &ev))) break;
             last_eval = t->step, have_eval = 1;
         }
         int save = !strcmp(o->save_strategy, "steps")   ? t->step % o->save_steps == 0
                    : !strcmp(o->save_strategy, "epoch") ? epoch_end
                                                         : 0;
-        if (save && t->step < t->total && t->rank == 0) rc = trainer_save_checkpoint(t, &sampler);
+        if (save && t->step < t->total && (t->rank == 0 || t->zero)) /* ZeRO: shards per rank */
+            rc = trainer_save_checkpoint(t, &sampler);
     }
     t->m->loss_denom = 0;
     double runtime = lmf_time_sec() - t0;
+    int final_eval = o->do_eval && last_eval != t->step;
     if (t->rank != 0) { /* rank 0 alone writes; the others wait for it */
+        if (!rc && final_eval && t->zero >= 3) rc = run_eval(t, &ev);
+        if (!rc && trainer_saves_base(t)) rc = zero_gather_all(t);
         if (!rc && t->world > 1) rc = lmf_comm_barrier(t->comm);
         free_groups(t);
         lmf_sampler_free(&sampler);
         return rc;
     }
-    if (!rc && o->do_eval && last_eval != t->step) {
+    if (!rc && final_eval) {
         rc = run_eval(t, &ev);
         have_eval = !rc;
     }
+    if (!rc && trainer_saves_base(t)) rc = zero_gather_all(t);
     if (!rc) {
         train_log_clear_bar(&t->log);
         rc = t->lora ? lmf_lora_save(t->lora, t->m, o->output_dir)
@@ -431,6 +496,20 @@ static int train_loop(trainer *t) {
         cJSON_Delete(m), cJSON_Delete(e);
     }
     if (!rc) lmf_info("saved to %s (%.1f s)", o->output_dir, runtime);
+    if (!rc && t->world > 1 && !t->zero) {
+        double steps = 0, span = 0, exposed = 0, s, a, e;
+        size_t bytes = 0;
+        for (int g = 0; g < t->n_groups; g++) {
+            lmf_ddp_stats(t->groups[g].ddp, &s, &a, &e);
+            steps = s, span += a, exposed += e, bytes += lmf_ddp_bytes(t->groups[g].ddp);
+        }
+        if (steps > 0)
+            lmf_info("DDP: %.3f MB all-reduced per step; all-reduce %.2f ms per step from the "
+                     "first bucket to the last, %.2f ms of it after backward ended (%.0f%% hidden "
+                     "behind backward)",
+                     (double)bytes / 1e6, 1e3 * span / steps, 1e3 * exposed / steps,
+                     span > 0 ? 100.0 * (1.0 - exposed / span) : 100.0);
+    }
     if (!rc && t->world > 1) rc = lmf_comm_barrier(t->comm);
     train_log_close(&t->log);
     free_groups(t);

@@ -16,6 +16,7 @@
 #include "lmforge/sampler.h"
 #include "lmforge/tokenizer.h"
 #include "lmforge/trainer.h"
+#include "lmforge/zero.h"
 
 /* One training or eval row: an example, or a packed row of several (pos/seg set). */
 typedef struct row {
@@ -49,6 +50,24 @@ typedef struct step_report {
     int64_t total_tokens;
 } step_report;
 
+/* A flat buffer sharded across ranks (ZeRO, train_zero.c): this rank's compact shard of the
+ * parameters (the master copy the optimizer updates), of the gradients, and the collectives in
+ * flight per unit. */
+typedef struct shard_group {
+    lmf_shard_plan plan;
+    float *flat_p, *flat_g; /* the whole buffers (flat_g NULL: frozen) */
+    float *p;               /* compact parameters: trained groups, or all of a stage-3 buffer */
+    float *g, *recv;        /* compact gradients and the reduce-scatter landing (trained) */
+    lmf_opt_segment *segs;  /* the trained parts of the compact shard */
+    int n_segs;
+    int *seg_of;             /* the group's segment each compact segment comes from */
+    uint8_t *unit_trained;   /* (n_units) the unit holds trained floats */
+    int *unit_layer;         /* (n_units) its layer, -1 outside the layers */
+    int *layer_unit;         /* (layers) the unit of each layer, -1 for none */
+    lmf_comm_req **ag, **rs; /* (n_units) gathers and reduce-scatters in flight */
+    int shard_params;        /* stage 3: flat_p holds only the units gathered now */
+} shard_group;
+
 /* A trained parameter buffer with its optimizer: the LoRA adapter, or the base model (full
  * and freeze fine-tuning, or the modules_to_save trained beside a LoRA adapter). */
 typedef struct param_group {
@@ -61,6 +80,12 @@ typedef struct param_group {
     lmf_ddp *ddp;         /* gradient buckets when world > 1 */
     int64_t *layer_start; /* (layers + 1): float offset where each layer's tensors begin, -1
                              where none (int64: a 7B model's buffer passes 2^31 floats) */
+    /* Units of the buffer (one per layer, plus the runs outside the layers), tiling it from 0
+     * to numel in order: what ZeRO shards and what optimizer state files are cut along. */
+    size_t *unit_off, *unit_len;
+    int *unit_layer;
+    int n_units;
+    shard_group *z; /* ZeRO stage >= 1; NULL otherwise */
 } param_group;
 
 typedef struct trainer {
@@ -78,6 +103,11 @@ typedef struct trainer {
     int rank, world;
     param_group groups[2];
     int n_groups;
+    int zero;                /* ZeRO stage in effect (0 with one rank) */
+    param_group frozen_base; /* ZeRO-3 with LoRA: the frozen base, sharded (no optimizer) */
+    int zero_training;       /* a training micro-batch is running (not an eval forward) */
+    int micro;               /* which micro-batch of the step */
+    int zero_rc;             /* first error inside a model hook */
     /* run position, saved in checkpoints */
     int64_t step, total, consumed, tokens;
     double loss_acc;   /* sum of step losses since the last log line */
@@ -123,6 +153,32 @@ int train_log_write_state(const train_log *l, const trainer *t, const char *dir,
 int train_log_curve(const train_log *l, const char *key, double **x, double **y, int *n);
 /* Clears the progress bar line before other output. */
 void train_log_clear_bar(train_log *l);
+
+/* train_zero.c */
+/* Units of a buffer from its parameter table (sorted by offset). */
+int zero_units(param_group *g, const lmf_param *table, int n, size_t numel);
+/* Shards group g (stage >= 1: optimizer state; >= 2: gradients; shard_params: parameters). */
+int zero_group_init(trainer *t, param_group *g, int trained, int shard_params);
+void zero_group_free(param_group *g);
+/* Installs the model hooks (stage >= 2 gradients, stage 3 parameters). */
+void zero_install_hooks(trainer *t);
+/* The compact shards from the (just loaded) whole buffers; stage 3 then gives those back. */
+void zero_after_load(trainer *t);
+/* One optimizer step's parts. */
+void zero_step_begin(trainer *t);
+void zero_take_reduced(trainer *t); /* stage 1: this rank's part of the all-reduced gradients */
+int zero_clip_and_step(trainer *t, double scale, double max_norm, double lr, float *gnorm);
+/* ZeRO-3 and what is saved reads the base model (full or freeze tuning, modules_to_save). */
+int trainer_saves_base(const trainer *t);
+/* Stage 3: every unit of the sharded buffers gathered (saving, evaluation), and released. */
+int zero_gather_all(trainer *t);
+void zero_release_all(trainer *t);
+/* Per-rank memory held for parameters, gradients and optimizer state, measured (mincore). */
+int zero_memory_report(trainer *t);
+/* Optimizer state files: per rank under ZeRO (<stem>.rank-R-of-P.bin), re-sharded on load
+ * for any world size; the whole <stem>.bin otherwise. */
+int zero_save_optimizer(trainer *t, param_group *g, const char *dir);
+int zero_load_optimizer(param_group *g, const char *dir, int *found);
 
 /* train_ckpt.c */
 uint64_t trainer_fingerprint(const trainer *t);

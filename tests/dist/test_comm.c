@@ -4,10 +4,12 @@
  * (max_piece), in-place forms, several outstanding requests completed out of order, the bf16 sum
  * against its stated rounding bound, bit-identical results on every rank, and sub-communicators.
  * LMF_TEST_NODES (optional) is the number of nodes the job spans. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmforge/comm.h"
+#include "lmforge/zero.h"
 #include "lmforge/core.h"
 #include "test.h"
 
@@ -177,6 +179,48 @@ static void test_allgather(lmf_comm *c) {
     }
 }
 
+/* Variable-size parts (ZeRO's uneven pieces: the last ranks' shorter or empty) and the
+ * double all-reduce, through the shard plan that uses them. */
+static void test_vcollectives(lmf_comm *c) {
+    size_t counts[64];
+    for (int r = 0; r < P; r++) counts[r] = r == P - 1 ? 0 : (size_t)(3 * r + 5);
+    size_t total = 0, before = 0;
+    for (int r = 0; r < P; r++) total += counts[r], before += r < R ? counts[r] : 0;
+    float *all = malloc((total + 1) * sizeof(float)), *mine = malloc((counts[R] + 1) * 4);
+    float *recv = malloc((counts[R] + 1) * sizeof(float));
+    for (size_t i = 0; i < counts[R]; i++) mine[i] = f(R, before + i);
+    lmf_comm_req *q;
+    CHECK(lmf_comm_iallgatherv(c, mine, all, counts, LMF_F32, &q) == 0 && lmf_comm_wait(&q) == 0);
+    size_t bad = 0;
+    for (int r = 0, o = 0; r < P; o += (int)counts[r], r++)
+        for (size_t i = 0; i < counts[r]; i++) bad += all[o + i] != f(r, (size_t)o + i);
+    CHECK_MSG(bad == 0, "all-gather v: %zu wrong", bad);
+    for (size_t i = 0; i < total; i++) all[i] = f(R, i);
+    CHECK(lmf_comm_ireduce_scatterv(c, all, recv, counts, LMF_F32, LMF_REDUCE_SUM, &q) == 0 &&
+          lmf_comm_wait(&q) == 0);
+    bad = 0;
+    for (size_t i = 0; i < counts[R]; i++) bad += recv[i] != (float)fsum(before + i);
+    CHECK_MSG(bad == 0, "reduce-scatter v: %zu wrong", bad);
+    double d[2] = {1e-17 * (R + 1), 1.0 + R};
+    CHECK(lmf_comm_allreduce_f64(c, d, 2) == 0);
+    CHECK(fabs(d[0] - 1e-17 * P * (P + 1) / 2) < 1e-30 && d[1] == P + P * (P - 1) / 2.0);
+    /* a plan over two units, gathered back whole from every rank's shard */
+    size_t off[2] = {0, 37}, len[2] = {37, 11 * (size_t)P + 1};
+    lmf_shard_plan plan;
+    CHECK(lmf_shard_plan_init(&plan, off, len, 2, P, R) == 0);
+    float flat[64 * 12], shard[64 * 12];
+    for (size_t i = 0; i < off[1] + len[1]; i++) flat[i] = f(0, i);
+    lmf_shard_extract(&plan, flat, shard);
+    memset(flat, 0, sizeof flat);
+    for (int u = 0; u < 2; u++)
+        CHECK(lmf_shard_igather(c, &plan, u, shard, flat, &q) == 0 && lmf_comm_wait(&q) == 0);
+    bad = 0;
+    for (size_t i = 0; i < off[1] + len[1]; i++) bad += flat[i] != f(0, i);
+    CHECK_MSG(bad == 0, "shard plan gather: %zu wrong", bad);
+    lmf_shard_plan_free(&plan);
+    free(all), free(mine), free(recv);
+}
+
 static void test_broadcast_barrier(lmf_comm *c) {
     size_t n = 100001;
     uint8_t *b = malloc(n);
@@ -295,6 +339,7 @@ int main(void) {
     test_allreduce_bf16(c);
     test_reduce_scatter(c);
     test_allgather(c);
+    test_vcollectives(c);
     test_broadcast_barrier(c);
     test_nonblocking(c);
     test_split(c);

@@ -26,7 +26,12 @@ static const char *vars[] = {"OMPI_COMM_WORLD_SIZE",
                              "NODE_RANK",
                              "NPROC_PER_NODE",
                              "MASTER_ADDR",
-                             "MASTER_PORT"};
+                             "MASTER_PORT",
+                             "SLURM_JOB_ID",
+                             "SLURM_JOB_NUM_NODES",
+                             "SLURM_CPUS_PER_TASK",
+                             "SLURM_STEP_NUM_TASKS",
+                             "LMF_UNDER_SRUN"};
 
 static void clear(void) {
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) unsetenv(vars[i]);
@@ -74,6 +79,27 @@ int main(void) {
     setenv("WORLD_SIZE", "2", 1);
     setenv("RANK", "2", 1);
     CHECK(lmf_launch_detect(&e) == LMF_EINVAL && strstr(lmf_last_error(), "world size 2"));
+    /* an sbatch script of 8 tasks on 2 nodes: not yet under srun (the launcher re-runs itself
+     * there); inside the srun step it is a rank */
+    clear();
+    setenv("SLURM_JOB_ID", "4711", 1);
+    setenv("SLURM_NTASKS", "8", 1);
+    setenv("SLURM_JOB_NUM_NODES", "2", 1);
+    setenv("SLURM_CPUS_PER_TASK", "4", 1);
+    setenv("SLURM_PROCID", "0", 1);
+    CHECK(lmf_launch_detect(&e) == 0 && e.kind == LMF_LAUNCH_SLURM_ALLOC);
+    CHECK(e.slurm_job_id == 4711 && e.slurm_ntasks == 8 && e.slurm_nodes == 2 &&
+          e.slurm_cpus_per_task == 4);
+    setenv("SLURM_STEP_NUM_TASKS", "8", 1);
+    setenv("SLURM_PROCID", "6", 1);
+    CHECK(lmf_launch_detect(&e) == 0 && e.kind == LMF_LAUNCH_SRUN && e.rank == 6);
+    unsetenv("SLURM_STEP_NUM_TASKS");
+    setenv("LMF_UNDER_SRUN", "1", 1); /* lmforge's own srun, whatever Slurm sets */
+    CHECK(lmf_launch_detect(&e) == 0 && e.kind == LMF_LAUNCH_SRUN);
+    unsetenv("LMF_UNDER_SRUN");
+    setenv("SLURM_NTASKS", "1", 1); /* one task: nothing to start */
+    setenv("SLURM_PROCID", "0", 1);
+    CHECK(lmf_launch_detect(&e) == 0 && e.kind == LMF_LAUNCH_SRUN && e.world_size == 1);
     clear();
     return test_summary("test_launch_env");
 }

@@ -1,7 +1,10 @@
 /* The inference step over a paged KV cache gives the same next-token logits as the full
  * forward pass: chunked prefill, single-token decodes, two sequences interleaved in one step,
  * scattered block tables, GQA, Qwen2 biases, Qwen3 q/k norms, LoRA, several adapters mixed in
- * one step, bf16 inference weights; cpu and ref backends. */
+ * one step, bf16 inference weights; cpu and ref backends. Steps of a few rows without adapters
+ * (f32: up to 8, bf16: up to 64) run as one parallel region with work stealing
+ * (decode_fused.c): a wider model (many work items per phase, tails of items, GQA) checks
+ * that path on 1, 2 and 3 threads. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,6 +187,90 @@ static void run_bf16(void) {
     lmf_model_free(mc), lmf_model_free(mr);
 }
 
+/* The one-region step on shapes with many items per phase: a batch of 3 sequences (one of them
+ * prefilled in a chunk of 7 beside two decodes), their logits against the full forward (f32)
+ * and the ref backend's step (its own kernels, the general path; bf16: a rounding of an
+ * activation to bf16 that flips one way or the other moves the logits by ~1e-3 whichever
+ * path computes them). Every row is computed whole by one thread, so the logits are the same
+ * bits whatever the thread count and whichever thread stole which item (so the ref backend
+ * runs with the first, 1-thread, call only). */
+static float *wide_first[2]; /* the 1-thread logits of every step, f32 and bf16 */
+
+static void run_wide(int threads) {
+    lmf_compute_set_threads(threads);
+    lmf_model_config c;
+    lmf_model_preset(&c, LMF_ARCH_QWEN2, "tiny");
+    c.hidden = 200, c.layers = 2, c.heads = 10, c.kv_heads = 2, c.head_dim = 20;
+    c.ffn = 532, c.vocab = 1003;
+    lmf_model *m, *mr;
+    CHECK(lmf_model_create(&m, &c, lmf_backend_cpu()) == 0);
+    CHECK(lmf_model_create(&mr, &c, lmf_backend_ref()) == 0);
+    lmf_model_init_random(m, 5);
+    lmf_model_init_random(mr, 5);
+    int V = c.vocab, L = 44;
+    int32_t ids[3][44];
+    float *ref[3];
+    for (int i = 0; i < 3; i++) {
+        for (int t = 0; t < L; t++) ids[i][t] = (t * (17 + 4 * i) + 3 * i + 1) % V;
+        ref[i] = full_logits(m, ids[i], L);
+    }
+    for (int bf = 0; bf < 2; bf++) {
+        CHECK(lmf_model_set_infer_dtype(m, bf ? LMF_BF16 : LMF_F32) == 0);
+        CHECK(lmf_model_set_infer_dtype(mr, bf ? LMF_BF16 : LMF_F32) == 0);
+        lmf_kv_pool kv, kvr;
+        CHECK(lmf_kv_pool_create(&kv, m, BS, 33) == 0);
+        CHECK(lmf_kv_pool_create(&kvr, mr, BS, 33) == 0);
+        int32_t tables[3][11];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 11; j++) tables[i][j] = 32 - (j * 3 + i);
+        float lr[3 * 1003];
+        if (!wide_first[bf]) wide_first[bf] = malloc(sizeof(float) * 16 * 3 * V);
+        float *all = threads == 1 ? wide_first[bf] : malloc(sizeof(float) * 16 * 3 * V);
+        double worst = 0, worst_r = 0;
+        int n_logits = 0;
+        /* Sequence 0 and 1 start with 33 and 37 tokens in one step, 2 waits; then 0 and 1
+         * decode while 2 prefills 7, then all three decode until 0 reaches the end. */
+        lmf_seq_step s[3] = {{ids[0], 33, 0, tables[0], 11, 1, NULL},
+                             {ids[1], 37, 0, tables[1], 11, 1, NULL}};
+        CHECK(lmf_model_step(m, &kv, s, 2, NULL) == 0); /* 70 rows: the general path */
+        if (threads == 1) CHECK(lmf_model_step(mr, &kvr, s, 2, NULL) == 0);
+        int pos[3] = {33, 37, 0};
+        for (int step = 0; pos[0] < L; step++) {
+            int ns = 0, want[3];
+            for (int i = 0; i < 3; i++) {
+                int k = i == 2 && step == 0 ? 7 : 1;
+                if (pos[i] + k > L) continue;
+                s[ns] = (lmf_seq_step){ids[i] + pos[i], k, pos[i], tables[i], 11, 1, NULL};
+                want[ns++] = i;
+            }
+            float *lg = all + (size_t)n_logits * V;
+            n_logits += ns;
+            CHECK(lmf_model_step(m, &kv, s, ns, lg) == 0);
+            if (threads == 1) CHECK(lmf_model_step(mr, &kvr, s, ns, lr) == 0);
+            for (int j = 0; j < ns; j++) {
+                int i = want[j], last = pos[i] + s[j].n_new - 1;
+                if (!bf)
+                    worst = fmax(worst, test_max_rel(lg + j * V, ref[i] + (size_t)last * V, V));
+                if (threads == 1) worst_r = fmax(worst_r, test_max_rel(lg + j * V, lr + j * V, V));
+                pos[i] += s[j].n_new;
+            }
+        }
+        CHECK_MSG(worst < 1e-4, "wide, %d threads: step vs forward rel err %g", threads, worst);
+        CHECK_MSG(worst_r < (bf ? 1e-2 : 1e-4), "wide, %d threads, %s: cpu vs ref step rel err %g",
+                  threads, bf ? "bf16" : "f32", worst_r);
+        CHECK(n_logits <= 16 * 3);
+        if (threads > 1) {
+            CHECK_MSG(!memcmp(all, wide_first[bf], sizeof(float) * n_logits * V),
+                      "wide, %s: %d threads differ from 1 thread", bf ? "bf16" : "f32", threads);
+            free(all);
+        }
+        lmf_kv_pool_free(&kv), lmf_kv_pool_free(&kvr);
+    }
+    for (int i = 0; i < 3; i++) free(ref[i]);
+    lmf_model_free(m), lmf_model_free(mr);
+    lmf_compute_set_threads(2);
+}
+
 int main(void) {
     lmf_compute_set_threads(2);
     for (int arch = 0; arch < 4; arch++) run((lmf_arch)arch, lmf_backend_cpu(), 0);
@@ -192,5 +279,9 @@ int main(void) {
     run_multi_lora(lmf_backend_cpu());
     run_multi_lora(lmf_backend_ref());
     run_bf16();
+    run_wide(1);
+    run_wide(2);
+    run_wide(3);
+    free(wide_first[0]), free(wide_first[1]);
     return test_summary("test_decode");
 }

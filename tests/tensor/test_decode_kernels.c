@@ -1,6 +1,7 @@
 /* The inference kernels against their plain-C references: f32 and bf16 matrix x few-vectors
  * products on random and odd shapes (tails of the 16/32-wide vectors, row counts that are not
- * multiples of the 4 x 4 tile, one and many threads), and the vectorised paged attention
+ * multiples of the 4 x 4 tile, one and many threads; the single-thread row-range kernels on
+ * uneven ranges into a wider output), and the vectorised paged attention
  * against the ref backend's on scattered block tables, GQA, odd head sizes and prefill chunks. */
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,40 @@ static void check_matvec(int n, int out, int in) {
     lmf_matvec_f32_ref(yr, x, W, n, out, in);
     e = test_max_rel(y, yr, (size_t)n * out);
     CHECK_MSG(e < 3e-2, "bf16 vs f32 n=%d out=%d in=%d: rel err %g", n, out, in, e);
+    /* x rounded to bf16 by lmf_round_bf16 (the row-range kernels' input) is lmf_f32_to_bf16's. */
+    lmf_round_bf16(xb, x, (size_t)n * in);
+    for (size_t i = 0; i < (size_t)n * in; i++)
+        if (xb[i] != lmf_f32_to_bf16(x[i])) {
+            CHECK_MSG(0, "round_bf16 of x[%zu]", i);
+            break;
+        }
+    /* The single-thread row-range kernels, in three uneven pieces into a wider y. */
+    int ld = out + 3, cut[4] = {0, out / 3, out / 3 + (out - out / 3) / 2 + 1, out};
+    if (cut[2] > out) cut[2] = out;
+    float *yw = malloc(sizeof(float) * n * ld);
+    for (int kind = 0; kind < 2; kind++) {
+        for (int j = 0; j < 3; j++)
+            if (kind)
+                lmf_matvec_bf16_rows(yw, ld, xb, Wb, n, in, cut[j], cut[j + 1]);
+            else
+                lmf_matvec_f32_rows(yw, ld, x, W, n, in, cut[j], cut[j + 1]);
+        if (kind)
+            lmf_matvec_bf16_ref(yr, x, Wb, n, out, in);
+        else
+            lmf_matvec_f32_ref(yr, x, W, n, out, in);
+        double worst = 0;
+        for (int i = 0; i < n; i++)
+            worst = fmax(worst, test_max_rel(yw + (size_t)i * ld, yr + (size_t)i * out, out));
+        CHECK_MSG(worst < 1e-5, "%s rows n=%d out=%d in=%d: rel err %g", kind ? "bf16" : "f32", n,
+                  out, in, worst);
+    }
+    /* lmf_round_bf16 gives lmf_f32_to_bf16's bits: ties both ways, denormals, inf, NaN. */
+    float rx[9] = {1.00390625f, 1.01171875f, -3.5f,     1e-3f, 1e-40f,
+                   -1e-45f,     INFINITY,    -INFINITY, NAN};
+    uint16_t rb[9];
+    lmf_round_bf16(rb, rx, 9);
+    for (int i = 0; i < 9; i++) CHECK_MSG(rb[i] == lmf_f32_to_bf16(rx[i]), "round_bf16 [%d]", i);
+    free(yw);
     free(x), free(W), free(y), free(yr), free(Wb), free(xb);
 }
 

@@ -1,0 +1,455 @@
+/* The inference step for a few rows (a batch of single-token decodes, short prefill chunks) in
+ * one OpenMP parallel region. A decode step is a chain of memory-bound products; with a
+ * region (fork, join) per product and per small op, each of the ~90 joins of a token waited
+ * for the slower thread, and 2 threads read the weights at a third of the bandwidth.
+ *
+ * Here a step is a fixed list of phases (per layer: the q/k/v products, attention, the o
+ * product, the gate/up products, the down product; then the lm_head), each a list of work
+ * items: chunks of about CHUNK_BYTES of weight rows, or one (sequence, KV head) pair of
+ * attention. Every thread owns a contiguous range of each phase's items (one sequential stream
+ * of weights) and, once it is through, steals items from the end of the other threads' ranges.
+ * A phase starts when every item of the phase it reads is done: a count of items, not a
+ * barrier over threads, so a thread descheduled while it holds no item delays nobody. Small
+ * per-row work (the RMSNorm of a product's input, its rounding to bf16) is redone by each
+ * thread into its own scratch instead of being one more synchronisation. */
+#include <math.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "decode_internal.h"
+#include "lmforge/decode_kernels.h"
+
+enum { PH_QKV, PH_ATT, PH_O, PH_GU, PH_DOWN, PH_PER_LAYER };
+enum {
+    CHUNK_BYTES = 64 << 10, /* weight bytes per item: many items to balance, few atomics */
+    SPIN_LIMIT = 1 << 12    /* pause-loops waiting for a phase before yielding the core */
+};
+
+typedef struct steal_range {
+    alignas(64) atomic_ullong r; /* lo | hi << 32: items [lo, hi) nobody has taken yet */
+} steal_range;
+
+typedef struct phase_sync {
+    alignas(64) atomic_int done; /* items finished */
+    int items;
+} phase_sync;
+
+typedef struct fused {
+    lmf_model *m;
+    lmf_kv_pool *kv;
+    const lmf_seq_step *seqs;
+    const step_bufs *b;
+    float *logits;
+    int n, n_seqs, n_out, nt, n_phases;
+    int rows_c, rows_o, rows_gu, rows_f; /* weight rows per item of each kind of product */
+    lmf_paged_shape ps;
+    phase_sync *ph;
+    steal_range *rg; /* rg[phase * nt + thread] */
+    uint8_t *priv;   /* per-thread scratch, priv_bytes each */
+    size_t priv_bytes;
+} fused;
+
+static size_t align64(size_t n) {
+    return (n + 63) & ~(size_t)63;
+}
+
+static int ceil_div(int a, int b) {
+    return (a + b - 1) / b;
+}
+
+static int widest_input(const lmf_model_config *c) {
+    int w = c->hidden > c->ffn ? c->hidden : c->ffn;
+    return w > c->heads * c->head_dim ? w : c->heads * c->head_dim;
+}
+
+static size_t priv_bytes(const lmf_model *m, int n) {
+    const lmf_model_config *c = &m->cfg;
+    lmf_paged_shape s = {c->heads, c->kv_heads, c->head_dim, 1, 0, 0};
+    return align64(sizeof(float) * (size_t)n * c->hidden) +
+           align64(sizeof(uint16_t) * (size_t)n * widest_input(c)) +
+           align64(sizeof(float) * lmf_attn_paged_scratch(&s));
+}
+
+static int n_phases(const lmf_model *m) {
+    return m->cfg.layers * PH_PER_LAYER + 1;
+}
+
+size_t lmf_fused_step_bytes(const lmf_model *m, int n, int n_seqs, int nt) {
+    (void)n_seqs;
+    return (size_t)n_phases(m) * (sizeof(phase_sync) + (size_t)nt * sizeof(steal_range)) +
+           (size_t)nt * priv_bytes(m, n);
+}
+
+/* Weight rows per item for products with `in` inputs: CHUNK_BYTES, in whole 4-row tiles. */
+static int item_rows(const lmf_model *m, int in) {
+    size_t wsize = m->infer_bf16 ? sizeof(uint16_t) : sizeof(float);
+    int r = (int)(CHUNK_BYTES / ((size_t)in * wsize)) & ~3;
+    return r < 4 ? 4 : r;
+}
+
+static int phase_items(const fused *f, int p) {
+    const lmf_model_config *c = &f->m->cfg;
+    int QD = c->heads * c->head_dim, KD = c->kv_heads * c->head_dim;
+    if (p == f->n_phases - 1) return f->n_out && f->logits ? ceil_div(c->vocab, f->rows_c) : 0;
+    switch (p % PH_PER_LAYER) {
+    case PH_QKV:
+        return ceil_div(QD, f->rows_c) + 2 * ceil_div(KD, f->rows_c);
+    case PH_ATT:
+        return f->n_seqs * f->ps.KVH;
+    case PH_O:
+        return ceil_div(c->hidden, f->rows_o);
+    case PH_GU:
+        return ceil_div(c->ffn, f->rows_gu);
+    default:
+        return ceil_div(c->hidden, f->rows_f);
+    }
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* The weight bytes item `it` of phase p streams (the gate half of a gate/up item); NULL for
+ * attention items. */
+static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
+    const lmf_model *m = f->m;
+    const lmf_model_config *c = &m->cfg;
+    int QD = c->heads * c->head_dim, KD = c->kv_heads * c->head_dim, in = c->hidden, rows, r0, out;
+    const float *W;
+    if (p == f->n_phases - 1) {
+        W = m->w.lm_head, rows = f->rows_c, out = c->vocab;
+    } else {
+        const lmf_layer_weights *w = &m->w.layers[p / PH_PER_LAYER];
+        switch (p % PH_PER_LAYER) {
+        case PH_QKV: {
+            int nq = ceil_div(QD, f->rows_c), nk = ceil_div(KD, f->rows_c);
+            rows = f->rows_c;
+            if (it < nq)
+                W = w->w[LMF_Q], out = QD;
+            else if ((it -= nq) < nk)
+                W = w->w[LMF_K], out = KD;
+            else
+                it -= nk, W = w->w[LMF_V], out = KD;
+            break;
+        }
+        case PH_O:
+            W = w->w[LMF_O], rows = f->rows_o, out = c->hidden, in = QD;
+            break;
+        case PH_GU:
+            W = w->w[LMF_GATE], rows = f->rows_gu, out = c->ffn;
+            break;
+        case PH_DOWN:
+            W = w->w[LMF_DOWN], rows = f->rows_f, out = c->hidden, in = c->ffn;
+            break;
+        default:
+            return NULL;
+        }
+    }
+    r0 = it * rows;
+    rows = r0 + rows < out ? rows : out - r0;
+    size_t wsize = m->infer_bf16 ? sizeof(uint16_t) : sizeof(float);
+    *bytes = (size_t)rows * in * wsize;
+    const char *base =
+        m->infer_bf16 ? (const char *)(m->infer_bf16 + (W - m->params)) : (const char *)W;
+    return base + (size_t)r0 * in * wsize;
+}
+
+/* Waits until phase p is done. Meanwhile the memory bus is not left idle: the first item of
+ * this thread's range of phase `next` (the phase it runs after p) is prefetched into L2. */
+static void wait_done(const fused *f, int p, int next, int tid) {
+    phase_sync *ph = &f->ph[p];
+    if (atomic_load_explicit(&ph->done, memory_order_acquire) >= ph->items) return;
+    const char *pf = NULL, *end = NULL;
+    size_t bytes = 0;
+    if (next < f->n_phases) {
+        unsigned long long r =
+            atomic_load_explicit(&f->rg[(size_t)next * f->nt + tid].r, memory_order_relaxed);
+        unsigned lo = (unsigned)r, hi = (unsigned)(r >> 32);
+        if (lo < hi && (pf = item_weights(f, next, (int)lo, &bytes))) end = pf + bytes;
+    }
+    for (int spins = 0; atomic_load_explicit(&ph->done, memory_order_acquire) < ph->items;
+         spins++) {
+        if (pf < end) {
+            for (int i = 0; i < 4; i++) __builtin_prefetch(pf + 64 * i, 0, 2);
+            pf += 256;
+            spins = 0;
+        } else if (spins < SPIN_LIMIT) {
+            cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+/* Takes one item of range R: the first (own range, streaming forward) or the last (stolen). */
+static int grab(steal_range *R, int own, int *it) {
+    unsigned long long o = atomic_load_explicit(&R->r, memory_order_relaxed);
+    for (;;) {
+        unsigned lo = (unsigned)o, hi = (unsigned)(o >> 32);
+        if (lo >= hi) return 0;
+        unsigned long long nv = own ? o + 1 : (unsigned long long)(hi - 1) << 32 | lo;
+        if (atomic_compare_exchange_weak_explicit(&R->r, &o, nv, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *it = own ? (int)lo : (int)(hi - 1);
+            return 1;
+        }
+    }
+}
+
+/* Rows r0..r1 of y = x W^T (n rows) with the weights the model infers with. */
+static void product(const fused *f, const float *W, int in, float *y, int ldy, int r0, int r1,
+                    const float *x, const uint16_t *xb, int n) {
+    const lmf_model *m = f->m;
+    if (m->infer_bf16)
+        lmf_matvec_bf16_rows(y, ldy, xb, m->infer_bf16 + (W - m->params), n, in, r0, r1);
+    else
+        lmf_matvec_f32_rows(y, ldy, x, W, n, in, r0, r1);
+}
+
+/* x[:, r0..r1] += t[:, r0..r1]: the residual add of the o and down products. */
+static void residual(float *x, const float *t, int n, int C, int r0, int r1) {
+    for (int i = 0; i < n; i++)
+        for (int r = r0; r < r1; r++) x[(size_t)i * C + r] += t[(size_t)i * C + r];
+}
+
+/* The small per-row ops run inside the region, so they must not open one of their own: the
+ * backend's kernels are OpenMP loops, and even a one-thread nested region costs microseconds
+ * (thousands of gate/up items a token). RMSNorm: cpu_rmsnorm_fwd's arithmetic, in place
+ * allowed. */
+static void rmsnorm_rows(float *out, const float *x, const float *w, int n, int C, float eps) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * C;
+        float *oi = out + (size_t)i * C, ss = 0;
+        for (int c = 0; c < C; c++) ss += xi[c] * xi[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        for (int c = 0; c < C; c++) oi[c] = xi[c] * r * w[c];
+    }
+}
+
+/* h = silu(gate) * up. */
+static void swiglu_row(float *h, const float *gate, const float *up, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) h[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* RoPE of `heads` consecutive heads of one token at position pos (cpu_rope's arithmetic). */
+static void rope_heads(float *x, int heads, int D, int pos, const float *inv_freq) {
+    int half = D / 2;
+    for (int i = 0; i < half; i++) {
+        float ang = (float)pos * inv_freq[i], c = (float)cos(ang), s = (float)sin(ang);
+        for (int h = 0; h < heads; h++) {
+            float *v = x + (size_t)h * D, a = v[i], b = v[i + half];
+            v[i] = a * c - b * s;
+            v[i + half] = b * c + a * s;
+        }
+    }
+}
+
+/* One (sequence, KV head) item: q/k norms and RoPE of the heads of the group, the new K and V
+ * rows into the cache, then attention of each new token. */
+static void attention_item(const fused *f, int l, int it, float *scratch) {
+    const lmf_model *m = f->m;
+    const lmf_model_config *c = &m->cfg;
+    const lmf_layer_weights *w = &m->w.layers[l];
+    const step_bufs *b = f->b;
+    lmf_kv_pool *kv = f->kv;
+    int KVH = c->kv_heads, D = c->head_dim, G = c->heads / KVH, QD = c->heads * D, KD = KVH * D;
+    int kvh = it % KVH;
+    const lmf_paged_seq *sq = &b->pseqs[it / KVH];
+    for (int t = 0; t < sq->n_new; t++) {
+        int row = sq->q_row + t, pos = sq->start + t;
+        float *qh = b->q + (size_t)row * QD + (size_t)kvh * G * D,
+              *kh = b->k + (size_t)row * KD + (size_t)kvh * D,
+              *vh = b->v + (size_t)row * KD + (size_t)kvh * D;
+        if (c->qk_norm) {
+            rmsnorm_rows(qh, qh, w->q_norm, G, D, c->rms_eps);
+            rmsnorm_rows(kh, kh, w->k_norm, 1, D, c->rms_eps);
+        }
+        rope_heads(qh, G, D, pos, m->inv_freq);
+        rope_heads(kh, 1, D, pos, m->inv_freq);
+        size_t off = sq->table[pos / kv->block_size] * kv->block_stride +
+                     ((size_t)l * kv->block_size + pos % kv->block_size) * kv->kv_dim +
+                     (size_t)kvh * D;
+        memcpy(kv->k + off, kh, sizeof(float) * D);
+        memcpy(kv->v + off, vh, sizeof(float) * D);
+    }
+    size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
+    for (int t = 0; t < sq->n_new; t++)
+        lmf_attn_paged_item(b->att, b->q, kv->k + layer_off, kv->v + layer_off, sq, sq->q_row + t,
+                            kvh, &f->ps, scratch);
+}
+
+static void do_item(const fused *f, int p, int it, const float *xn, const uint16_t *xb,
+                    float *scratch) {
+    const lmf_model *m = f->m;
+    const lmf_model_config *c = &m->cfg;
+    const step_bufs *b = f->b;
+    int n = f->n, C = c->hidden, F = c->ffn, QD = c->heads * c->head_dim,
+        KD = c->kv_heads * c->head_dim, l = p / PH_PER_LAYER;
+    if (p == f->n_phases - 1) {
+        int r0 = it * f->rows_c, r1 = r0 + f->rows_c < c->vocab ? r0 + f->rows_c : c->vocab;
+        product(f, m->w.lm_head, C, f->logits, c->vocab, r0, r1, xn, xb, f->n_out);
+        return;
+    }
+    const lmf_layer_weights *w = &m->w.layers[l];
+    switch (p % PH_PER_LAYER) {
+    case PH_QKV: {
+        int nq = ceil_div(QD, f->rows_c), nk = ceil_div(KD, f->rows_c), seg = it, ld;
+        lmf_linear_id id;
+        float *y;
+        const float *bias;
+        if (seg < nq)
+            id = LMF_Q, y = b->q, ld = QD, bias = w->bq;
+        else if ((seg -= nq) < nk)
+            id = LMF_K, y = b->k, ld = KD, bias = w->bk;
+        else
+            seg -= nk, id = LMF_V, y = b->v, ld = KD, bias = w->bv;
+        int r0 = seg * f->rows_c, r1 = r0 + f->rows_c < ld ? r0 + f->rows_c : ld;
+        product(f, w->w[id], C, y, ld, r0, r1, xn, xb, n);
+        if (bias)
+            for (int i = 0; i < n; i++)
+                for (int r = r0; r < r1; r++) y[(size_t)i * ld + r] += bias[r];
+        break;
+    }
+    case PH_ATT:
+        attention_item(f, l, it, scratch);
+        break;
+    case PH_O: {
+        int r0 = it * f->rows_o, r1 = r0 + f->rows_o < C ? r0 + f->rows_o : C;
+        product(f, w->w[LMF_O], QD, b->xn, C, r0, r1, b->att, xb, n);
+        residual(b->x, b->xn, n, C, r0, r1);
+        break;
+    }
+    case PH_GU: {
+        int r0 = it * f->rows_gu, r1 = r0 + f->rows_gu < F ? r0 + f->rows_gu : F;
+        product(f, w->w[LMF_GATE], C, b->gate, F, r0, r1, xn, xb, n);
+        product(f, w->w[LMF_UP], C, b->up, F, r0, r1, xn, xb, n);
+        for (int i = 0; i < n; i++)
+            swiglu_row(b->h + (size_t)i * F + r0, b->gate + (size_t)i * F + r0,
+                       b->up + (size_t)i * F + r0, r1 - r0);
+        break;
+    }
+    default: {
+        int r0 = it * f->rows_f, r1 = r0 + f->rows_f < C ? r0 + f->rows_f : C;
+        product(f, w->w[LMF_DOWN], F, b->xn, C, r0, r1, b->h, xb, n);
+        residual(b->x, b->xn, n, C, r0, r1);
+        break;
+    }
+    }
+}
+
+/* This thread's share of phase p: its own range from the front, then the others' from the
+ * back; the items it did are counted once at the end. */
+static void run_phase(fused *f, int p, int tid, const float *xn, const uint16_t *xb,
+                      float *scratch) {
+    int did = 0, it;
+    for (int v = 0; v < f->nt; v++) {
+        steal_range *R = &f->rg[(size_t)p * f->nt + (tid + v) % f->nt];
+        while (grab(R, v == 0, &it)) {
+            do_item(f, p, it, xn, xb, scratch);
+            did++;
+        }
+    }
+    if (did) atomic_fetch_add_explicit(&f->ph[p].done, did, memory_order_release);
+}
+
+/* The input of a product as this thread reads it: RMSNorm'd into xn when norm is given, then
+ * rounded to bf16 into xb for bf16 weights. Returns the f32 rows the product reads. */
+static const float *prepare(const fused *f, const float *x, const float *norm, int n, int in,
+                            float *xn, uint16_t *xb) {
+    const lmf_model *m = f->m;
+    if (norm) {
+        rmsnorm_rows(xn, x, norm, n, in, m->cfg.rms_eps);
+        x = xn;
+    }
+    if (m->infer_bf16) lmf_round_bf16(xb, x, (size_t)n * in);
+    return x;
+}
+
+static void thread_run(fused *f) {
+    const lmf_model *m = f->m;
+    const lmf_model_config *c = &m->cfg;
+    const step_bufs *b = f->b;
+    int tid = omp_get_thread_num(), n = f->n, C = c->hidden, QD = c->heads * c->head_dim;
+    if (tid >= f->nt) return;
+    uint8_t *pv = f->priv + (size_t)tid * f->priv_bytes;
+    float *xn = (float *)pv;
+    uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * (size_t)n * C));
+    float *scratch =
+        (float *)((uint8_t *)xb + align64(sizeof(uint16_t) * (size_t)n * widest_input(c)));
+    for (int l = 0; l < c->layers; l++) {
+        const lmf_layer_weights *w = &m->w.layers[l];
+        int p = l * PH_PER_LAYER;
+        if (l > 0) wait_done(f, p - 1, p + PH_QKV, tid);
+        const float *in = prepare(f, b->x, w->attn_norm, n, C, xn, xb);
+        run_phase(f, p + PH_QKV, tid, in, xb, scratch);
+        wait_done(f, p + PH_QKV, p + PH_ATT, tid);
+        run_phase(f, p + PH_ATT, tid, NULL, NULL, scratch);
+        wait_done(f, p + PH_ATT, p + PH_O, tid);
+        in = prepare(f, b->att, NULL, n, QD, xn, xb);
+        run_phase(f, p + PH_O, tid, in, xb, scratch);
+        wait_done(f, p + PH_O, p + PH_GU, tid);
+        in = prepare(f, b->x, w->mlp_norm, n, C, xn, xb);
+        run_phase(f, p + PH_GU, tid, in, xb, scratch);
+        wait_done(f, p + PH_GU, p + PH_DOWN, tid);
+        in = prepare(f, b->h, NULL, n, c->ffn, xn, xb);
+        run_phase(f, p + PH_DOWN, tid, in, xb, scratch);
+    }
+    int last = f->n_phases - 1;
+    wait_done(f, last - 1, last, tid);
+    if (!f->ph[last].items) return;
+    /* Only the last row of each sequence that wants logits: final norm, then the lm_head. */
+    for (int i = 0, k = 0; i < f->n_seqs; i++)
+        if (f->seqs[i].want_logits) {
+            const float *row = b->x + (size_t)(b->pseqs[i].q_row + b->pseqs[i].n_new - 1) * C;
+            rmsnorm_rows(xn + (size_t)k++ * C, row, m->w.final_norm, 1, C, c->rms_eps);
+        }
+    if (m->infer_bf16) lmf_round_bf16(xb, xn, (size_t)f->n_out * C);
+    run_phase(f, last, tid, xn, xb, scratch);
+}
+
+void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs, int n,
+                    int nt, const step_bufs *b, float *logits) {
+    const lmf_model_config *c = &m->cfg;
+    fused f = {.m = m,
+               .kv = kv,
+               .seqs = seqs,
+               .b = b,
+               .logits = logits,
+               .n = n,
+               .n_seqs = n_seqs,
+               .nt = nt};
+    for (int i = 0; i < n_seqs; i++) f.n_out += seqs[i].want_logits != 0;
+    f.n_phases = n_phases(m);
+    f.rows_c = item_rows(m, c->hidden);
+    f.rows_o = item_rows(m, c->heads * c->head_dim);
+    f.rows_f = item_rows(m, c->ffn);
+    f.rows_gu = (f.rows_c / 2) & ~3;
+    if (f.rows_gu < 4) f.rows_gu = 4;
+    f.ps = (lmf_paged_shape){c->heads,       c->kv_heads,      c->head_dim,
+                             kv->block_size, kv->block_stride, 1.0f / sqrtf((float)c->head_dim)};
+    uint8_t *p = b->extra;
+    f.ph = (phase_sync *)p;
+    p += sizeof(phase_sync) * f.n_phases;
+    f.rg = (steal_range *)p;
+    p += sizeof(steal_range) * (size_t)f.n_phases * nt;
+    f.priv = p;
+    f.priv_bytes = priv_bytes(m, n);
+    for (int ph = 0; ph < f.n_phases; ph++) {
+        int items = phase_items(&f, ph), per = ceil_div(items, nt);
+        atomic_init(&f.ph[ph].done, 0);
+        f.ph[ph].items = items;
+        for (int t = 0; t < nt; t++) {
+            unsigned lo = (unsigned)(per * t < items ? per * t : items),
+                     hi = (unsigned)(per * (t + 1) < items ? per * (t + 1) : items);
+            atomic_init(&f.rg[(size_t)ph * nt + t].r, (unsigned long long)hi << 32 | lo);
+        }
+    }
+#pragma omp parallel num_threads(nt)
+    thread_run(&f);
+}

@@ -1,0 +1,80 @@
+#!/bin/sh
+# `lmforge router` and data-parallel replicas: router_client.py runs two `lmforge api` replicas
+# of a tiny model behind two routers (least outstanding, prefix) and drives them with OpenAI's
+# Python SDK: same greedy output as a replica, streaming, errors, policies, kill -9 of a replica
+# under load (no request hangs or is lost before its first byte; ejection and re-admission).
+# Then `lmforge api` with data_parallel_size: 2 serves end to end and stops its replicas on
+# SIGTERM.
+. "$(dirname "$0")/common.sh"
+if ! "$LMF_PY" -c "import openai" 2>/dev/null; then
+    echo "SKIP: OpenAI's Python SDK is not in the test venv at $LMF_PY (scripts/setup-venv.sh installs it)"
+    exit 77
+fi
+cd "$WORK"
+demo_model qwen2 5
+cat > api.yaml <<YAML
+model_name_or_path: model
+template: chatml
+max_new_tokens: 16
+temperature: 0
+max_num_seqs: 4
+threads: 1
+YAML
+if "$LMF_PY" "$REF/router_client.py" --lmforge "$LMF" --config api.yaml --model tiny-chat \
+    --key test-key --interval 0.5; then
+    echo "PASS router client checks"
+else
+    echo "FAIL router client checks"
+    fail=$((fail + 1))
+fi
+
+# data_parallel_size: 2 -> two replicas on PORT+1, PORT+2 and the router on PORT
+port() { "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+PORT=$(port)
+while ! { "$LMF_PY" -c "import socket,sys; [socket.socket().bind(('127.0.0.1', $PORT + i)) for i in (1, 2)]" 2>/dev/null; }; do PORT=$(port); done
+API_PORT=$PORT API_MODEL_NAME=tiny-chat "$LMF" api api.yaml data_parallel_size=2 \
+    router_health_interval=0.5 > dp.log 2>&1 &
+PID=$!
+cat > dp_check.py <<PY
+import json, sys, time, urllib.request, openai
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read()
+    except Exception as e:
+        return 0, repr(e).encode()
+end = time.time() + 60
+while time.time() < end and get($PORT, "/health")[0] != 200: time.sleep(0.1)
+while time.time() < end and json.loads(get($PORT, "/health")[1]).get("healthy_replicas") != 2: time.sleep(0.1)
+msgs = [{"role": "user", "content": "Tell me about the weather"}]
+outs = []
+for port in ($PORT, $PORT + 1, $PORT + 2):
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+    outs.append(c.chat.completions.create(model="tiny-chat", messages=msgs, max_tokens=16).choices[0].message.content)
+h = json.loads(get($PORT, "/health")[1])
+print("health:", h, "replies equal:", outs[0] == outs[1] == outs[2])
+sys.exit(0 if h["healthy_replicas"] == 2 and outs[0] == outs[1] == outs[2] else 1)
+PY
+check "data_parallel_size 2: router on API_PORT and both replicas answer the same greedy reply" "$LMF_PY" dp_check.py
+kill -TERM $PID
+rc=0
+for _ in $(seq 1 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$PID" 2>/dev/null; then
+    echo "FAIL data_parallel api still running 30 s after SIGTERM"
+    kill -9 "$PID"
+    fail=$((fail + 1))
+else
+    wait "$PID" || rc=$?
+    if [ "$rc" -eq 0 ] && ! "$LMF_PY" -c "import socket; socket.create_connection(('127.0.0.1', $PORT + 1), 1)" 2>/dev/null &&
+        ! "$LMF_PY" -c "import socket; socket.create_connection(('127.0.0.1', $PORT + 2), 1)" 2>/dev/null; then
+        echo "PASS data_parallel api exits 0 on SIGTERM and its replicas are gone"
+    else
+        echo "FAIL data_parallel api exit status $rc, or a replica is still listening"
+        cat dp.log
+        fail=$((fail + 1))
+    fi
+fi
+check_fails "router refuses a bad replica URL" "$LMF" router --replicas ftp://x:1
+check_fails "router refuses a bad policy" "$LMF" router --replicas http://127.0.0.1:1 --policy random
+check_fails "router refuses an unknown config key" "$LMF" router router_replica=http://127.0.0.1:1
+finish
