@@ -92,7 +92,9 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "bench_quant: %s\n", lmf_last_error());
                     return 1;
                 }
-                if (f == F32)
+                if (c > 0) /* copies of the first: same bytes, other addresses */
+                    memcpy(p, fd[f].mats[0], fd[f].bytes);
+                else if (f == F32)
                     memcpy(p, W, fd[f].bytes);
                 else if (f == BF16)
                     lmf_convert_from_f32(p, LMF_BF16, W, numel);

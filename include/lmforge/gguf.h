@@ -44,6 +44,7 @@ enum {
     LMF_GGML_Q4_1 = 3,
     LMF_GGML_Q8_0 = 8,
     LMF_GGML_Q4_K = 12,
+    LMF_GGML_Q6_K = 14, /* read (dequantized) only */
     LMF_GGML_BF16 = 30
 };
 

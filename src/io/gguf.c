@@ -427,6 +427,15 @@ static int parse_image(lmf_gguf *g, const void *data, size_t size) {
             goto fail;
         }
         t->data = g->base + g->data_offset + t->offset;
+        /* Blocks hold f16 / f32 fields read in place: a file with general.alignment 1 or 2 could
+         * place them at odd addresses (undefined behaviour in C), so such files are refused. */
+        if ((uintptr_t)t->data % 4) {
+            rc = lmf_errorf(LMF_EUNSUPPORTED,
+                            "%s: tensor \"%s\": data at file offset %zu is not 4-byte aligned "
+                            "(general.alignment %zu)",
+                            g->name, t->name, g->data_offset + (size_t)t->offset, g->alignment);
+            goto fail;
+        }
     }
     qsort(g->tensors, (size_t)g->n_tensors, sizeof *g->tensors, cmp_tensor);
     for (int64_t i = 1; i < g->n_tensors; i++)
@@ -541,6 +550,28 @@ int lmf_gguf_get_str(const lmf_gguf *g, const char *key, const char **s, size_t 
     return 0;
 }
 
+/* GGML's Q6_K (llama.cpp's Q4_K_M / Q5_K_M files keep some tensors in it), decoded only:
+ * 256 values in 210 bytes, u8 ql[128] (low 4 bits), u8 qh[64] (high 2 bits), int8 scales[16]
+ * (one per 16 values), f16 d last; value v = d * scales[v / 16] * (q6 - 32). Within each half of
+ * 128 values, value 32k + l (k = 0..3) takes its low bits from the low (k < 2) or high (k >= 2)
+ * nibble of ql[l + 32 * (k % 2)] and its high bits from bits 2k..2k+1 of qh[l]. */
+static void dequant_q6_k(float *y, const uint8_t *blocks, int64_t n) {
+    for (int64_t b = 0; b < n / 256; b++) {
+        const uint8_t *blk = blocks + b * 210, *ql = blk, *qh = blk + 128;
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        uint16_t dh;
+        memcpy(&dh, blk + 208, 2);
+        float d = lmf_f16_to_f32(dh);
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, y += 128)
+            for (int l = 0; l < 32; l++)
+                for (int k = 0; k < 4; k++) {
+                    int byte = ql[l + 32 * (k % 2)], lo = k / 2 ? byte >> 4 : byte & 0xF;
+                    int q = (lo | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+                    y[32 * k + l] = d * sc[2 * k + l / 16] * q;
+                }
+    }
+}
+
 int lmf_gguf_tensor_to_f32(const lmf_gguf *g, const lmf_gguf_tensor *t, float *dst) {
     int64_t n = lmf_gguf_tensor_numel(t);
     lmf_qtype q;
@@ -554,11 +585,14 @@ int lmf_gguf_tensor_to_f32(const lmf_gguf *g, const lmf_gguf_tensor *t, float *d
     case LMF_GGML_BF16:
         lmf_convert_to_f32(dst, t->data, LMF_BF16, (size_t)n);
         return 0;
+    case LMF_GGML_Q6_K:
+        dequant_q6_k(dst, t->data, n);
+        return 0;
     default:
         if (lmf_ggml_to_qtype(t->type, &q))
             return lmf_errorf(LMF_EUNSUPPORTED,
                               "%s: tensor \"%s\": ggml type %s is not supported (F32, F16, BF16, "
-                              "Q8_0, Q4_0, Q4_1, Q4_K are)",
+                              "Q8_0, Q4_0, Q4_1, Q4_K, Q6_K are)",
                               g->name, t->name, lmf_ggml_type_name(t->type));
         lmf_dequantize(q, dst, t->data, n / t->ne[0], t->ne[0]);
         return 0;

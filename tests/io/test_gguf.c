@@ -271,15 +271,47 @@ static void check_malformed(void) {
     free(img);
     lmf_gguf_writer_free(&w);
 
+    /* general.alignment 1 is legal GGUF but could misalign blocks: refused, naming the tensor. */
     lmf_gguf_writer_init(&w);
-    lmf_gguf_add_tensor(&w, "x", 14 /* Q6_K */, 1, (int64_t[]){256}, calloc(1, 210));
+    lmf_gguf_set_int(&w, "general.alignment", LMF_GGUF_UINT32, 1);
+    lmf_gguf_set_str(&w, "k", "abc"); /* makes the header length odd */
+    lmf_gguf_add_tensor(&w, "x", LMF_GGML_F32, 1, ne, f);
+    lmf_gguf_writer_to_buffer(&w, &img, &n);
+    CHECK(parse_copy(img, n, &g) != 0 && strstr(lmf_last_error(), "4-byte aligned") &&
+          strstr(lmf_last_error(), "\"x\""));
+    free(img);
+    lmf_gguf_writer_free(&w);
+
+    /* Q6_K (read only): a block packed as GGML's quantizer packs it (ql low nibbles of values
+     * l and l + 32, high nibbles of l + 64 and l + 96; qh two bits of each of the four) decodes
+     * to d * scale[v / 16] * (q - 32). Q5_K is parsed but refused on use, by name. */
+    uint8_t q6[210] = {0}, q5k[176] = {0};
+    int qv[256];
+    for (int v = 0; v < 256; v++) qv[v] = (v * 7 + 3) % 64;
+    for (int half = 0; half < 2; half++)
+        for (int l = 0; l < 32; l++) {
+            const int *L = qv + 128 * half;
+            uint8_t *ql = q6 + 64 * half, *qh = q6 + 128 + 32 * half;
+            ql[l] = (uint8_t)((L[l] & 15) | ((L[l + 64] & 15) << 4));
+            ql[l + 32] = (uint8_t)((L[l + 32] & 15) | ((L[l + 96] & 15) << 4));
+            qh[l] = (uint8_t)((L[l] >> 4) | ((L[l + 32] >> 4) << 2) | ((L[l + 64] >> 4) << 4) |
+                              ((L[l + 96] >> 4) << 6));
+        }
+    for (int j = 0; j < 16; j++) q6[192 + j] = (uint8_t)(int8_t)(j - 8);
+    q6[208] = 0x00, q6[209] = 0x38; /* d = 0.5 */
+    lmf_gguf_writer_init(&w);
+    lmf_gguf_add_tensor(&w, "x", LMF_GGML_Q6_K, 1, (int64_t[]){256}, q6);
+    lmf_gguf_add_tensor(&w, "y", 13 /* Q5_K */, 1, (int64_t[]){256}, q5k);
     lmf_gguf_writer_to_buffer(&w, &img, &n);
     CHECK(lmf_gguf_parse(&g, img, n, "q6.gguf") == 0);
     float out[256];
-    CHECK(lmf_gguf_tensor_to_f32(&g, &g.tensors[0], out) == LMF_EUNSUPPORTED &&
-          strstr(lmf_last_error(), "Q6_K") && strstr(lmf_last_error(), "\"x\""));
+    CHECK(lmf_gguf_tensor_to_f32(&g, lmf_gguf_find_tensor(&g, "x"), out) == 0);
+    int ok6 = 1;
+    for (int v = 0; v < 256; v++) ok6 &= out[v] == 0.5f * (float)(v / 16 - 8) * (float)(qv[v] - 32);
+    CHECK_MSG(ok6, "Q6_K decode: out[0] %g out[100] %g", out[0], out[100]);
+    CHECK(lmf_gguf_tensor_to_f32(&g, lmf_gguf_find_tensor(&g, "y"), out) == LMF_EUNSUPPORTED &&
+          strstr(lmf_last_error(), "Q5_K") && strstr(lmf_last_error(), "\"y\""));
     lmf_gguf_close(&g);
-    free((void *)w.tensors[0].data);
     free(img);
     lmf_gguf_writer_free(&w);
 
