@@ -56,6 +56,30 @@ print("health:", h, "replies equal:", outs[0] == outs[1] == outs[2])
 sys.exit(0 if h["healthy_replicas"] == 2 and outs[0] == outs[1] == outs[2] else 1)
 PY
 check "data_parallel_size 2: router on API_PORT and both replicas answer the same greedy reply" "$LMF_PY" dp_check.py
+# a replica killed with -9 is started again and re-admitted
+cat > dp_restart.py <<PY
+import json, sys, time, urllib.request
+def healthy():
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:$PORT/health", timeout=2) as r:
+            return json.loads(r.read())["healthy_replicas"]
+    except Exception:
+        return -1
+end = time.time() + 10
+while time.time() < end and healthy() != 1: time.sleep(0.05)
+dropped = healthy() == 1
+end = time.time() + 90
+while time.time() < end and healthy() != 2: time.sleep(0.1)
+print("dropped to 1:", dropped, "back to 2:", healthy() == 2)
+sys.exit(0 if dropped and healthy() == 2 else 1)
+PY
+CHILD=$(pgrep -P $PID | head -n 1)
+if [ -n "$CHILD" ] && kill -9 "$CHILD"; then
+    check "data_parallel_size 2: a replica killed with -9 is restarted and re-admitted" "$LMF_PY" dp_restart.py
+else
+    echo "FAIL data_parallel api has no replica child process"
+    fail=$((fail + 1))
+fi
 kill -TERM $PID
 rc=0
 for _ in $(seq 1 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
