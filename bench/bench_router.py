@@ -1,14 +1,16 @@
 """Data-parallel serving bench: aggregate output tokens/s of `lmforge api` at C concurrent
 streaming clients (default 16), for
-  1. one replica with all threads, clients connected to it directly;
-  2. the same replica behind `lmforge router` (the router's own cost);
-  3. `lmforge api` with data_parallel_size: 2 (two replicas, threads split, router in front).
+  direct: one replica with all threads (--threads), clients connected to it directly;
+  half:   one replica with half the threads, directly (what each of two replicas has);
+  router: the all-threads replica behind `lmforge router` (the router's own cost);
+  dp2:    `lmforge api` with data_parallel_size: 2 (two replicas, threads split, router).
 Load client of our own (as bench_serve.py's): each client keeps one streaming /v1/completions
 request in flight (prompt of token ids, max_tokens output, ignore_eos). Throughput counts the
 streamed token chunks that arrive inside the measuring window (after a warm-up), so a window
 shorter than one request still measures; latency is over the requests completed in it.
 Usage: python bench/bench_router.py --lmforge build/lmforge --model DIR [--clients 16]
-       [--seconds 30] [--warmup 5] [--max-tokens 32] [--prompt-len 32] [--threads 2]"""
+       [--seconds 30] [--warmup 5] [--max-tokens 32] [--prompt-len 32] [--threads 2]
+       [--repeat N]: N interleaved rounds, then the median of each setup"""
 import argparse, http.client, json, os, socket, subprocess, sys, tempfile, threading, time
 
 ap = argparse.ArgumentParser()
@@ -20,7 +22,9 @@ ap.add_argument("--warmup", type=float, default=5)
 ap.add_argument("--max-tokens", type=int, default=32)
 ap.add_argument("--prompt-len", type=int, default=32)
 ap.add_argument("--threads", type=int, default=2)
-ap.add_argument("--setups", default="direct,router,dp2")
+ap.add_argument("--setups", default="direct,half,router,dp2")
+ap.add_argument("--repeat", type=int, default=1,
+                help="rounds over the setups (interleaved, so load changes hit all of them)")
 a = ap.parse_args()
 
 
@@ -112,10 +116,12 @@ def run_setup(name):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if name in ("direct", "router"):
-            cfg = config(f"threads: {a.threads}\n"); files.append(cfg)
+        if name in ("direct", "half", "router"):
+            t = max(1, a.threads // 2) if name == "half" else a.threads
+            cfg = config(f"threads: {t}\n"); files.append(cfg)
             rp = free_port()
-            procs.append(subprocess.Popen([a.lmforge, "api", cfg], env=dict(env, API_PORT=str(rp)),
+            procs.append(subprocess.Popen([a.lmforge, "api", cfg],
+                                          env=dict(env, API_PORT=str(rp), OMP_NUM_THREADS=str(t)),
                                           **quiet))
             wait(rp)
             port = rp
@@ -124,8 +130,8 @@ def run_setup(name):
                 procs.append(subprocess.Popen([a.lmforge, "router", "--port", str(port),
                                                "--replicas", f"http://127.0.0.1:{rp}"], **quiet))
                 wait(port, 1)
-            what = f"1 replica x {a.threads} threads, " + ("direct" if name == "direct" else
-                                                          "via the router")
+            what = f"1 replica x {t} thread(s), " + ("via the router" if name == "router" else
+                                                    "direct")
         else:
             n = 2
             cfg = config(f"data_parallel_size: {n}\nthreads: {max(1, a.threads // n)}\n")
@@ -155,9 +161,17 @@ print(f"router bench: {a.model}, {a.clients} streaming clients, prompt {a.prompt
 print(f"{'setup':62} {'out tok/s':>9} {'requests':>8} {'p50 s':>7} {'p99 s':>7} {'load':>5}",
       flush=True)
 rows = []
-for s in a.setups.split(","):
-    what, tok_s, n_req, p50, p99, ld = run_setup(s)
-    rows.append({"setup": s, "output_tok_s": tok_s, "requests": n_req, "p50_latency_s": p50,
-                 "p99_latency_s": p99, "loadavg_before": ld})
-    print(f"{what:62} {tok_s:>9.1f} {n_req:>8} {p50:>7.2f} {p99:>7.2f} {ld:>5.1f}", flush=True)
+for rnd in range(a.repeat):
+    for s in a.setups.split(","):
+        what, tok_s, n_req, p50, p99, ld = run_setup(s)
+        rows.append({"setup": s, "what": what, "round": rnd, "output_tok_s": tok_s,
+                     "requests": n_req, "p50_latency_s": p50, "p99_latency_s": p99,
+                     "loadavg_before": ld})
+        print(f"{what:62} {tok_s:>9.1f} {n_req:>8} {p50:>7.2f} {p99:>7.2f} {ld:>5.1f}", flush=True)
+if a.repeat > 1:
+    print(f"median of {a.repeat} rounds:")
+    for s in a.setups.split(","):
+        v = sorted(r["output_tok_s"] for r in rows if r["setup"] == s)
+        what = next(r["what"] for r in rows if r["setup"] == s)
+        print(f"{what:62} {v[len(v) // 2]:>9.1f}  (runs: {', '.join(f'{x:.1f}' for x in v)})")
 print(json.dumps(rows))

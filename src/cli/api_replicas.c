@@ -48,6 +48,9 @@ static pid_t spawn(const replicas *R, int i) {
     snprintf(threads, sizeof threads, "threads=%d", R->threads);
     setenv("API_PORT", port, 1);
     setenv("API_HOST", "127.0.0.1", 1);
+    /* the OpenMP pool too: an inherited OMP_NUM_THREADS sized for the whole machine would
+     * oversubscribe the cores N times over */
+    if (R->threads > 0) setenv("OMP_NUM_THREADS", threads + strlen("threads="), 1);
     char **av = calloc((size_t)R->argc + 5, sizeof *av);
     if (!av) _exit(1);
     int n = 0;

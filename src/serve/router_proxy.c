@@ -142,22 +142,24 @@ static const char *static_type(const char *t) {
 
 typedef enum outcome { DONE, RETRY, BUSY } outcome;
 
-/* Waits for the response head of c, watching the client: 0, or -1 with *why set. */
+enum { HEAD_OK, HEAD_FAILED, HEAD_CLIENT_GONE, HEAD_TIMEOUT };
+
+/* Waits for the response head of c, watching the client: HEAD_OK, or another with *why set. */
 static int wait_head(lmf_hc *c, int client_fd, double deadline, const char **why) {
     for (;;) {
         int rc = lmf_hc_read_head(c, SLICE_MS);
-        if (!rc) return 0;
+        if (!rc) return HEAD_OK;
         if (rc != LMF_HC_WAIT) {
             *why = lmf_last_error();
-            return -1;
+            return HEAD_FAILED;
         }
         if (lmf_http_client_gone(client_fd)) {
             *why = "the client went away";
-            return -2;
+            return HEAD_CLIENT_GONE;
         }
         if (lmf_time_sec() > deadline) {
             *why = "no answer within the request timeout";
-            return -3;
+            return HEAD_TIMEOUT;
         }
     }
 }
@@ -178,21 +180,21 @@ static outcome attempt(lmf_router *r, int i, const lmf_http_request *req, lmf_ht
     double deadline = lmf_time_sec() + r->c.request_timeout_s;
     lmf_hc *c = NULL;
     const char *why = NULL;
-    int rc = lmf_hc_request_start(&c, &p->u, &q);
-    if (rc)
+    int rc = HEAD_FAILED;
+    if (lmf_hc_request_start(&c, &p->u, &q))
         why = lmf_last_error();
     else
         rc = wait_head(c, req->fd, deadline, &why);
-    if (rc) {
+    if (rc != HEAD_OK) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", why);
         lmf_hc_close(c);
         lmf_router_release(r, i);
-        if (rc == -2) { /* nobody to answer */
+        if (rc == HEAD_CLIENT_GONE) { /* nobody to answer */
             lmf_router_error(res, 499, "invalid_request_error", NULL, "the client went away");
             return DONE;
         }
-        if (rc == -3) {
+        if (rc == HEAD_TIMEOUT) {
             lmf_router_error(res, 504, "server_error", "replica_timeout", "replica %s: %s", p->url,
                              msg);
             return DONE;
