@@ -149,6 +149,7 @@ int lmf_engine_submit(lmf_engine *e, const lmf_request_params *p, uint64_t *id) 
         return 1;
     }
     r->id = e->next_id++;
+    uint64_t rid = r->id; /* r is the engine thread's once queued: it may finish and be freed */
     lmf_rng_seed(&r->rng,
                  p->has_seed ? p->seed : r->id * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL));
     if (e->in_tail)
@@ -159,7 +160,7 @@ int lmf_engine_submit(lmf_engine *e, const lmf_request_params *p, uint64_t *id) 
     e->n_in++;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
-    if (id) *id = r->id;
+    if (id) *id = rid;
     return 0;
 }
 
