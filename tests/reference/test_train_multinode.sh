@@ -53,23 +53,6 @@ YAML
 export OMPI_MCA_pml=ob1 OMPI_MCA_osc=^ucx OMPI_MCA_btl=tcp,self,vader \
     OMPI_MCA_btl_tcp_if_include=10.77.0.0/24 OMPI_MCA_oob_tcp_if_include=10.77.0.0/24 \
     OMPI_MCA_mpi_yield_when_idle=1
-same() { # as in test_train_ddp.sh
-    "$LMF_PY" - "$1" "$2" <<'PY'
-import json, sys
-from safetensors.torch import load_file
-a, b = sys.argv[1:]
-la = [json.loads(l)["loss"] for l in open(f"{a}/trainer_log.jsonl")]
-lb = [json.loads(l)["loss"] for l in open(f"{b}/trainer_log.jsonl")]
-assert len(la) == len(lb) == 10, (len(la), len(lb))
-dl = max(abs(x - y) / abs(y) for x, y in zip(la, lb))
-f = "adapter_model.safetensors"
-wa, wb = load_file(f"{a}/{f}"), load_file(f"{b}/{f}")
-assert wa.keys() == wb.keys()
-dw = max(((wa[k].double() - wb[k].double()).norm() / wb[k].double().norm().clamp_min(1e-30)).item() for k in wa)
-print(f"{a} vs {b}: losses max rel {dl:.2e}, weights rel (per tensor, Frobenius) {dw:.2e}")
-sys.exit(0 if dl <= 1e-5 and dw <= 1e-5 else 1)
-PY
-}
 from_node1() { "$NC" status | awk -v n="${NETNS_CLUSTER_PREFIX}node1" '$1 == n {print $6}'; }
 # node NODE_RANK NNODES OUT [key=value...]: the same command any node of a cluster would run
 node() {
@@ -93,7 +76,7 @@ grep -E "rendezvous|NNODES|distributed" node0.txt node1.txt | sed 's/^/    /'
 check "NNODES launch: node 0 exits 0 (was $r0)" test "$r0" -eq 0
 check "NNODES launch: node 1 exits 0 (was $r1)" test "$r1" -eq 0
 check "4 ranks on 2 nodes" grep -q "4 ranks on 2 nodes" node0.txt
-check "4 ranks over NNODES == 1 rank x 4 accumulation" same nn one_x4
+check "4 ranks over NNODES == 1 rank x 4 accumulation" same_training nn one_x4
 mb=$(sed -n 's/.*, \([0-9.]*\) MB all-reduced per step.*/\1/p' node0.txt | head -1)
 crossed=$((after - before))
 want=$(echo "${mb:-0} * 1000000 * 10 / 1" | bc)
@@ -142,14 +125,14 @@ timeout -k 5 120 "$NC" exec 0 env OMPI_MCA_plm_rsh_agent="/run/netns-cluster/${N
     "$LMF" train base.yaml hostfile=hostfile output_dir=hf > hf.txt 2>&1 || rc=$?
 check "hostfile launch exits 0 (was $rc)" test "$rc" -eq 0
 check "hostfile: 4 ranks on 2 hosts" grep -q "4 ranks on 2 hosts" hf.txt
-check "4 ranks from a hostfile == 1 rank x 4 accumulation" same hf one_x4
+check "4 ranks from a hostfile == 1 rank x 4 accumulation" same_training hf one_x4
 # ZeRO-3 across the nodes: parameters gathered and gradients reduce-scattered over the link
 for z in 1 3; do
     rc=0
     timeout -k 5 120 "$NC" exec 0 env OMPI_MCA_plm_rsh_agent="/run/netns-cluster/${NETNS_CLUSTER_PREFIX%-}/rsh-agent" \
         "$LMF" train base.yaml hostfile=hostfile zero_stage=$z output_dir=hf_z$z > hf_z$z.txt 2>&1 || rc=$?
     check "ZeRO-$z over 2 hosts exits 0 (was $rc)" test "$rc" -eq 0
-    check "ZeRO-$z: 4 ranks on 2 hosts == 1 rank x 4 accumulation" same hf_z$z one_x4
+    check "ZeRO-$z: 4 ranks on 2 hosts == 1 rank x 4 accumulation" same_training hf_z$z one_x4
 done
 
 # 4. rendezvous mistakes
