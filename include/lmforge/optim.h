@@ -87,6 +87,8 @@ float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, doub
  * in double (summed over ranks by the caller), then the total norm and the coefficient to
  * multiply every gradient by (1 when no clipping applies). */
 double lmf_sum_squares(const float *g, size_t n);
+/* Every float the segments cover multiplied by s (elementwise, OpenMP-parallel). */
+void lmf_scale_segments(float *grads, const lmf_opt_segment *segs, int n_segs, float s);
 float lmf_clip_coef(const double *sumsq, int n, double max_norm, float *coef);
 
 /* ---- learning-rate schedules ---- */

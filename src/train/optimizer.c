@@ -151,6 +151,16 @@ static double sum_squares(const float *g, size_t cnt) {
     return total;
 }
 
+void lmf_scale_segments(float *grads, const lmf_opt_segment *segs, int n_segs, float s) {
+#pragma omp parallel
+    for (int k = 0; k < n_segs; k++) {
+        float *g = grads + segs[k].offset;
+        const size_t cnt = segs[k].numel;
+#pragma omp for schedule(static) nowait
+        for (size_t i = 0; i < cnt; i++) g[i] *= s;
+    }
+}
+
 double lmf_sum_squares(const float *g, size_t n) {
     return sum_squares(g, n);
 }
@@ -186,16 +196,8 @@ float lmf_clip_grad_norm_groups(const lmf_grad_group *groups, int n_groups, doub
     const float total = lmf_clip_coef(sumsq, n, max_norm, &coef);
     if (sumsq != &one) free(sumsq);
     if (coef == 1.0f) return total;
-    for (int k = 0; k < n_groups; k++) {
-        const lmf_grad_group *gr = &groups[k];
-#pragma omp parallel
-        for (int s = 0; s < gr->n_segs; s++) {
-            float *g = gr->grads + gr->segs[s].offset;
-            const size_t cnt = gr->segs[s].numel;
-#pragma omp for schedule(static) nowait
-            for (size_t i = 0; i < cnt; i++) g[i] *= coef;
-        }
-    }
+    for (int k = 0; k < n_groups; k++)
+        lmf_scale_segments(groups[k].grads, groups[k].segs, groups[k].n_segs, coef);
     return total;
 }
 

@@ -19,12 +19,13 @@
 
 #include "trainer_internal.h"
 
-int zero_units(param_group *g, const lmf_param *table, int n, size_t numel) {
+int zero_units(param_group *g, const lmf_param *table, int n, size_t numel, int layers) {
     size_t cap = (size_t)(n > 0 ? n : 1);
     g->unit_off = malloc(cap * sizeof *g->unit_off);
     g->unit_len = malloc(cap * sizeof *g->unit_len);
     g->unit_layer = malloc(cap * sizeof *g->unit_layer);
-    if (!g->unit_off || !g->unit_len || !g->unit_layer)
+    g->layer_unit = malloc((size_t)(layers > 0 ? layers : 1) * sizeof *g->layer_unit);
+    if (!g->unit_off || !g->unit_len || !g->unit_layer || !g->layer_unit)
         return lmf_errorf(LMF_ENOMEM, "out of memory");
     int k = 0;
     for (int i = 0; i < n; i++)
@@ -33,8 +34,12 @@ int zero_units(param_group *g, const lmf_param *table, int n, size_t numel) {
             g->unit_layer[k++] = table[i].layer;
         }
     if (k == 0) g->unit_off[0] = 0, g->unit_layer[k++] = -1;
-    for (int u = 0; u < k; u++)
+    for (int l = 0; l < layers; l++) g->layer_unit[l] = -1;
+    for (int u = 0; u < k; u++) {
         g->unit_len[u] = (u + 1 < k ? g->unit_off[u + 1] : numel) - g->unit_off[u];
+        int l = g->unit_layer[u];
+        if (l >= 0 && l < layers && g->layer_unit[l] < 0) g->layer_unit[l] = u;
+    }
     g->n_units = k;
     return 0;
 }
@@ -61,22 +66,14 @@ int zero_group_init(trainer *t, param_group *g, int trained, int shard_params) {
     int rc = lmf_shard_plan_init(&z->plan, g->unit_off, g->unit_len, g->n_units, t->world, t->rank);
     if (rc) return rc;
     size_t nu = (size_t)g->n_units, S = z->plan.shard_len;
-    int L = t->m->cfg.layers;
+    z->unit_layer = g->unit_layer, z->layer_unit = g->layer_unit;
     z->ag = calloc(nu, sizeof *z->ag);
     z->rs = calloc(nu, sizeof *z->rs);
     z->unit_trained = calloc(nu, 1);
-    z->unit_layer = malloc(nu * sizeof *z->unit_layer);
-    z->layer_unit = malloc((size_t)L * sizeof *z->layer_unit);
     z->seg_of = malloc((size_t)(g->n_segs > 0 ? g->n_segs : 1) * nu * sizeof *z->seg_of);
     z->segs = malloc((size_t)(g->n_segs > 0 ? g->n_segs : 1) * nu * sizeof *z->segs);
-    if (!z->ag || !z->rs || !z->unit_trained || !z->unit_layer || !z->layer_unit || !z->seg_of ||
-        !z->segs)
+    if (!z->ag || !z->rs || !z->unit_trained || !z->seg_of || !z->segs)
         return lmf_errorf(LMF_ENOMEM, "out of memory");
-    for (int l = 0; l < L; l++) z->layer_unit[l] = -1;
-    for (size_t u = 0; u < nu; u++) {
-        z->unit_layer[u] = g->unit_layer[u];
-        if (g->unit_layer[u] >= 0) z->layer_unit[g->unit_layer[u]] = (int)u;
-    }
     if (trained || shard_params) {
         z->p = lmf_alloc((S + 1) * sizeof(float), "ZeRO parameter shard");
         if (!z->p) return LMF_ENOMEM;
@@ -109,8 +106,8 @@ int zero_group_init(trainer *t, param_group *g, int trained, int shard_params) {
 
 void zero_group_free(param_group *g) {
     shard_group *z = g->z;
-    free(g->unit_off), free(g->unit_len), free(g->unit_layer);
-    g->unit_off = g->unit_len = NULL, g->unit_layer = NULL;
+    free(g->unit_off), free(g->unit_len), free(g->unit_layer), free(g->layer_unit);
+    g->unit_off = g->unit_len = NULL, g->unit_layer = g->layer_unit = NULL;
     if (!z) return;
     for (int u = 0; u < z->plan.n_units; u++) {
         if (z->ag && z->ag[u] && z->ag[u] != PRESENT) lmf_comm_wait(&z->ag[u]);
@@ -118,8 +115,7 @@ void zero_group_free(param_group *g) {
     }
     lmf_shard_plan_free(&z->plan);
     lmf_free(z->p), lmf_free(z->g), lmf_free(z->recv);
-    free(z->segs), free(z->seg_of), free(z->unit_trained), free(z->unit_layer);
-    free(z->layer_unit), free(z->ag), free(z->rs);
+    free(z->segs), free(z->seg_of), free(z->unit_trained), free(z->ag), free(z->rs);
     free(z);
     g->z = NULL;
 }
@@ -290,14 +286,11 @@ int zero_clip_and_step(trainer *t, double scale, double max_norm, double lr, flo
     for (int i = 0; i < t->n_groups; i++) n += t->groups[i].n_segs;
     double *sq = calloc((size_t)(n > 0 ? n : 1), sizeof *sq);
     if (!sq) return lmf_errorf(LMF_ENOMEM, "out of memory");
-    float inv = (float)scale;
     for (int i = 0, base = 0; i < t->n_groups; base += t->groups[i].n_segs, i++) {
         shard_group *z = t->groups[i].z;
-        for (int k = 0; k < z->n_segs; k++) {
-            float *gr = z->g + z->segs[k].offset;
-            for (size_t j = 0; j < z->segs[k].numel; j++) gr[j] *= inv;
-            sq[base + z->seg_of[k]] += lmf_sum_squares(gr, z->segs[k].numel);
-        }
+        lmf_scale_segments(z->g, z->segs, z->n_segs, (float)scale);
+        for (int k = 0; k < z->n_segs; k++)
+            sq[base + z->seg_of[k]] += lmf_sum_squares(z->g + z->segs[k].offset, z->segs[k].numel);
     }
     int rc = lmf_comm_allreduce_f64(t->comm, sq, (size_t)n);
     float coef = 1.0f;
@@ -306,11 +299,7 @@ int zero_clip_and_step(trainer *t, double scale, double max_norm, double lr, flo
     for (int i = 0; i < t->n_groups && !rc; i++) {
         param_group *g = &t->groups[i];
         shard_group *z = g->z;
-        if (coef != 1.0f)
-            for (int k = 0; k < z->n_segs; k++) {
-                float *gr = z->g + z->segs[k].offset;
-                for (size_t j = 0; j < z->segs[k].numel; j++) gr[j] *= coef;
-            }
+        if (coef != 1.0f) lmf_scale_segments(z->g, z->segs, z->n_segs, coef);
         rc = lmf_adamw_step(&g->opt, z->p, z->g, z->segs, z->n_segs, lr);
         if (rc || z->shard_params) continue;
         /* stages 1-2: every rank's updated shard back into the whole parameters */

@@ -62,6 +62,14 @@ static int setup_freeze(trainer *t) {
     return 0;
 }
 
+/* bf16 compute asked for where the bf16 weight copies cannot serve: float32, said once. */
+static int compute_in_f32(trainer *t, const char *why) {
+    if (!t->m->bf16) return 0;
+    lmf_info("%s; computing in float32", why);
+    lmf_compute_options co = {0, t->o->grad_ckpt};
+    return lmf_model_set_compute(t->m, &co);
+}
+
 /* QLoRA: the frozen base quantized (bitsandbytes' formats: 8 bits, or 4 as nf4 / fp4 / int). */
 static int setup_quantized_base(trainer *t) {
     const lmf_train_options *o = t->o;
@@ -79,13 +87,8 @@ static int setup_quantized_base(trainer *t) {
         return lmf_errorf(LMF_EINVAL, "quantization_type: \"%s\", expected nf4, fp4 or int", qt);
     else
         return lmf_errorf(LMF_EINVAL, "quantization_bit: %d, expected 4 or 8", o->quant_bits);
-    int rc = 0;
-    if (t->m->bf16) {
-        lmf_info("bf16 with quantization_bit: the quantized matmuls take float32 inputs; "
-                 "computing in float32");
-        lmf_compute_options co = {0, o->grad_ckpt};
-        rc = lmf_model_set_compute(t->m, &co);
-    }
+    int rc = compute_in_f32(t, "bf16 with quantization_bit: the quantized matmuls take float32 "
+                               "inputs");
     if (!rc) rc = lmf_model_quantize_base(t->m, (int)type);
     if (rc) return rc;
     size_t f32, held = lmf_model_base_bytes(t->m, &f32);
@@ -155,9 +158,11 @@ static double epoch_of(const trainer *t) {
  * all-reduce while earlier layers are still being differentiated. */
 static void ddp_layer_done(void *user, int layer) {
     trainer *t = user;
-    for (int g = 0; g < t->n_groups; g++)
-        if (t->groups[g].layer_start[layer] >= 0)
-            lmf_ddp_ready_from(t->groups[g].ddp, (size_t)t->groups[g].layer_start[layer]);
+    for (int g = 0; g < t->n_groups; g++) {
+        const param_group *pg = &t->groups[g];
+        if (pg->layer_unit[layer] >= 0)
+            lmf_ddp_ready_from(pg->ddp, pg->unit_off[pg->layer_unit[layer]]);
+    }
 }
 
 /* ZeRO: the trained groups' optimizer state (stage 1) and gradients (2) sharded, and at stage
@@ -170,13 +175,10 @@ static int setup_zero(trainer *t) {
                           "%s with quantization_bit: a quantized base is not "
                           "sharded; use ZeRO-2 or below",
                           t->o->zero_label ? t->o->zero_label : "ZeRO-3");
-    int rc = 0, base_trained = 0;
-    if (t->zero >= 3 && t->m->bf16) {
-        lmf_info("bf16: ZeRO-3 computes in float32 in this build (the bf16 weight copies would "
-                 "be whole on every rank)");
-        lmf_compute_options co = {0, t->o->grad_ckpt};
-        rc = lmf_model_set_compute(t->m, &co);
-    }
+    int base_trained = 0;
+    int rc = t->zero >= 3 ? compute_in_f32(t, "bf16 under ZeRO-3: the bf16 weight copies would be "
+                                              "whole on every rank")
+                          : 0;
     for (int i = 0; i < t->n_groups && !rc; i++) {
         param_group *g = &t->groups[i];
         int base = g->params == t->m->params;
@@ -186,7 +188,7 @@ static int setup_zero(trainer *t) {
     if (!rc && t->zero >= 3 && !base_trained) { /* LoRA: the frozen base is sharded too */
         param_group *b = &t->frozen_base;
         b->params = t->m->params, b->numel = t->m->numel;
-        rc = zero_units(b, t->m->table, t->m->n_params, b->numel);
+        rc = zero_units(b, t->m->table, t->m->n_params, b->numel, t->m->cfg.layers);
         if (!rc) rc = zero_group_init(t, b, 0, 1);
     }
     if (!rc) zero_install_hooks(t);
@@ -221,8 +223,9 @@ static int setup_groups(trainer *t) {
     for (int i = 0; i < t->n_groups && !rc; i++) {
         param_group *g = &t->groups[i];
         int base = g->params == t->m->params;
-        rc = base ? zero_units(g, t->m->table, t->m->n_params, g->numel)
-                  : zero_units(g, t->lora->table, t->lora->n_params, g->numel);
+        int L = t->m->cfg.layers;
+        rc = base ? zero_units(g, t->m->table, t->m->n_params, g->numel, L)
+                  : zero_units(g, t->lora->table, t->lora->n_params, g->numel, L);
     }
     if (!rc) rc = setup_zero(t);
     for (int i = 0; i < t->n_groups && !rc; i++) {
@@ -238,18 +241,6 @@ static int setup_groups(trainer *t) {
             r[k] = (lmf_ddp_range){g->segs[k].offset, g->segs[k].numel};
         rc = lmf_ddp_create(&g->ddp, t->comm, g->grads, r, g->n_segs, o->ddp_bucket_bytes);
         free(r);
-        /* Where each layer's tensors start, for the backward hook (layers are contiguous and
-         * ascending in both the model's and the adapter's tables). */
-        int base = g->params == t->m->params, L = t->m->cfg.layers;
-        const lmf_param *tab = base ? t->m->table : t->lora->table;
-        int n = base ? t->m->n_params : t->lora->n_params;
-        g->layer_start = malloc(sizeof *g->layer_start * (size_t)(L + 1));
-        if (!rc && !g->layer_start) rc = lmf_errorf(LMF_ENOMEM, "out of memory");
-        for (int l = 0; l <= L && !rc; l++) g->layer_start[l] = -1;
-        for (int k = 0; k < n && !rc; k++) {
-            int l = tab[k].layer;
-            if (l >= 0 && g->layer_start[l] < 0) g->layer_start[l] = (int64_t)tab[k].offset;
-        }
     }
     return rc;
 }
@@ -257,7 +248,6 @@ static int setup_groups(trainer *t) {
 static void free_groups(trainer *t) {
     for (int i = 0; i < t->n_groups; i++) {
         free(t->groups[i].segs);
-        free(t->groups[i].layer_start);
         lmf_ddp_free(t->groups[i].ddp);
         lmf_adamw_free(&t->groups[i].opt);
         zero_group_free(&t->groups[i]);
@@ -335,10 +325,7 @@ static int train_step(trainer *t, lmf_sampler *smp, const lmf_schedule *sched, d
     lmf_grad_group gg[2];
     for (int g = 0; g < t->n_groups; g++) {
         param_group *pg = &t->groups[g];
-        for (int k = 0; k < pg->n_segs; k++) {
-            float *gr = pg->grads + pg->segs[k].offset;
-            for (size_t i = 0; i < pg->segs[k].numel; i++) gr[i] *= inv;
-        }
+        lmf_scale_segments(pg->grads, pg->segs, pg->n_segs, inv);
         gg[g] = (lmf_grad_group){pg->grads, pg->segs, pg->n_segs};
     }
     *gnorm = lmf_clip_grad_norm_groups(gg, t->n_groups, o->max_grad_norm);
@@ -436,27 +423,32 @@ static int train_loop(trainer *t) {
     }
     if (!rc && t->zero) zero_after_load(t);
     if (!rc && t->rank == 0) rc = train_log_open(&t->log, o->output_dir, t->resume_dir, t->step);
-    if (!rc && t->zero) {
-        size_t shard = 0;
-        for (int g = 0; g < t->n_groups; g++) shard += t->groups[g].z->plan.shard_len;
-        lmf_info("distributed (%s): %d ranks x %d threads, effective batch %d = %d per device x "
-                 "%d accumulation x %d ranks; each rank keeps %zu of %zu trained floats' %s",
-                 t->o->zero_label ? t->o->zero_label : "ZeRO", t->world, lmf_threads_get(),
-                 o->batch_size * o->grad_accum * t->world, o->batch_size, o->grad_accum, t->world,
-                 shard, trained_floats(t),
-                 t->zero == 1   ? "optimizer state"
-                 : t->zero == 2 ? "optimizer state and gradients"
-                                : "optimizer state, gradients and parameters");
-    } else if (!rc && t->world > 1) {
-        size_t bytes = 0;
+    if (!rc && t->world > 1) { /* how the ranks share the work, and what travels */
+        char how[256];
+        size_t n = 0, bytes = 0;
         int buckets = 0;
-        for (int g = 0; g < t->n_groups; g++)
-            bytes += lmf_ddp_bytes(t->groups[g].ddp), buckets += lmf_ddp_buckets(t->groups[g].ddp);
-        lmf_info("distributed (DDP): %d ranks x %d threads, effective batch %d = %d per device x "
-                 "%d accumulation x %d ranks; gradients in %d buckets, %.2f MB all-reduced per "
-                 "step",
-                 t->world, lmf_threads_get(), o->batch_size * o->grad_accum * t->world,
-                 o->batch_size, o->grad_accum, t->world, buckets, (double)bytes / 1e6);
+        for (int g = 0; g < t->n_groups; g++) {
+            if (t->zero) {
+                n += t->groups[g].z->plan.shard_len;
+                continue;
+            }
+            bytes += lmf_ddp_bytes(t->groups[g].ddp);
+            buckets += lmf_ddp_buckets(t->groups[g].ddp);
+        }
+        if (t->zero)
+            snprintf(how, sizeof how, "each rank keeps %zu of %zu trained floats' %s", n,
+                     trained_floats(t),
+                     t->zero == 1   ? "optimizer state"
+                     : t->zero == 2 ? "optimizer state and gradients"
+                                    : "optimizer state, gradients and parameters");
+        else
+            snprintf(how, sizeof how, "gradients in %d buckets, %.2f MB all-reduced per step",
+                     buckets, (double)bytes / 1e6);
+        lmf_info("distributed (%s): %d ranks x %d threads, effective batch %d = %d per device x "
+                 "%d accumulation x %d ranks; %s",
+                 t->zero ? (o->zero_label ? o->zero_label : "ZeRO") : "DDP", t->world,
+                 lmf_threads_get(), o->batch_size * o->grad_accum * t->world, o->batch_size,
+                 o->grad_accum, t->world, how);
     }
     if (!rc)
         lmf_info("training: %lld steps (%lld per epoch), batch %d x accumulation %d, %s, %zu "

@@ -78,12 +78,12 @@ typedef struct param_group {
     lmf_adamw opt;
     const char *opt_file; /* its state file in checkpoints */
     lmf_ddp *ddp;         /* gradient buckets when world > 1 */
-    int64_t *layer_start; /* (layers + 1): float offset where each layer's tensors begin, -1
-                             where none (int64: a 7B model's buffer passes 2^31 floats) */
     /* Units of the buffer (one per layer, plus the runs outside the layers), tiling it from 0
-     * to numel in order: what ZeRO shards and what optimizer state files are cut along. */
+     * to numel in order: what ZeRO shards, what optimizer state files are cut along, and where
+     * DDP's backward hook finds each layer's first float. */
     size_t *unit_off, *unit_len;
-    int *unit_layer;
+    int *unit_layer; /* (n_units) the unit's layer, -1 outside the layers */
+    int *layer_unit; /* (layers) the layer's unit, -1 for none */
     int n_units;
     shard_group *z; /* ZeRO stage >= 1; NULL otherwise */
 } param_group;
@@ -155,8 +155,8 @@ int train_log_curve(const train_log *l, const char *key, double **x, double **y,
 void train_log_clear_bar(train_log *l);
 
 /* train_zero.c */
-/* Units of a buffer from its parameter table (sorted by offset). */
-int zero_units(param_group *g, const lmf_param *table, int n, size_t numel);
+/* Units of a buffer from its parameter table (sorted by offset) for a model of `layers`. */
+int zero_units(param_group *g, const lmf_param *table, int n, size_t numel, int layers);
 /* Shards group g (stage >= 1: optimizer state; >= 2: gradients; shard_params: parameters). */
 int zero_group_init(trainer *t, param_group *g, int trained, int shard_params);
 void zero_group_free(param_group *g);
