@@ -76,3 +76,27 @@ print(f"{a} vs {b}: losses max rel {dl:.2e}, weights rel (per tensor, Frobenius)
 sys.exit(0 if dl <= 1e-5 and dw <= 1e-5 else 1)
 PY
 }
+# lora_sft_config FILE [LINE...]: the LoRA SFT run of the tiny ./model that the training tests
+# share (48 demo_sft examples, chatml, 64 tokens, batch 2, lr 1e-3 cosine with 2 warmup steps),
+# followed by each LINE ("key: value") as given.
+lora_sft_config() {
+    _f=$1
+    shift
+    cat > "$_f" <<YAML
+model_name_or_path: model
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_rank: 4
+dataset: demo_sft
+dataset_dir: $LMF_SRC/data/demo
+max_samples: 48
+template: chatml
+cutoff_len: 64
+per_device_train_batch_size: 2
+learning_rate: 1.0e-3
+lr_scheduler_type: cosine
+warmup_steps: 2
+YAML
+    for _l in "$@"; do printf '%s\n' "$_l" >> "$_f"; done
+}

@@ -26,29 +26,7 @@ rc=0
 N0=${NETNS_CLUSTER_PREFIX}node0
 cd "$WORK"
 demo_model llama 11
-cat > base.yaml <<YAML
-model_name_or_path: model
-stage: sft
-do_train: true
-finetuning_type: lora
-lora_rank: 4
-dataset: demo_sft
-dataset_dir: $LMF_SRC/data/demo
-max_samples: 48
-template: chatml
-cutoff_len: 64
-per_device_train_batch_size: 2
-learning_rate: 1.0e-3
-lr_scheduler_type: cosine
-warmup_steps: 2
-weight_decay: 0.01
-max_grad_norm: 0.5
-max_steps: 10
-logging_steps: 1
-threads: 1
-ddp_timeout: 60
-rdzv_timeout: 60
-YAML
+lora_sft_config base.yaml "weight_decay: 0.01" "max_grad_norm: 0.5" "max_steps: 10" "logging_steps: 1" "threads: 1" "ddp_timeout: 60" "rdzv_timeout: 60"
 # What netns-cluster's own mpirun passes (its .md): TCP between the namespaces, not UCX.
 export OMPI_MCA_pml=ob1 OMPI_MCA_osc=^ucx OMPI_MCA_btl=tcp,self,vader \
     OMPI_MCA_btl_tcp_if_include=10.77.0.0/24 OMPI_MCA_oob_tcp_if_include=10.77.0.0/24 \

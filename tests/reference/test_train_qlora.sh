@@ -12,28 +12,9 @@
 #   is not a multiple of 64.
 . "$(dirname "$0")/common.sh"
 cd "$WORK"
-D="$LMF_SRC/data/demo"
 demo_model llama 11
 check "a tiny model with an intermediate size of 384 (nf4 blocks of 64)" "$LMF" init-model --arch llama --preset tiny --seed 11 --tokenizer tok --out model384 --ffn 384
-cat > base.yaml <<YAML
-model_name_or_path: model
-stage: sft
-do_train: true
-finetuning_type: lora
-lora_rank: 4
-dataset: demo_sft
-dataset_dir: $D
-max_samples: 48
-template: chatml
-cutoff_len: 64
-per_device_train_batch_size: 2
-learning_rate: 1.0e-3
-lr_scheduler_type: cosine
-warmup_steps: 2
-max_grad_norm: 1.0
-max_steps: 30
-logging_steps: 1
-YAML
+lora_sft_config base.yaml "max_grad_norm: 1.0" "max_steps: 30" "logging_steps: 1"
 curve() { # curve A B TOL: per-step losses of A within TOL (relative) of B's
     "$LMF_PY" -c "
 import json, sys

@@ -11,28 +11,7 @@ command -v mpirun > /dev/null || { echo "SKIP: mpirun not found (scripts/install
 if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
 cd "$WORK"
 demo_model llama 11
-cat > base.yaml <<YAML
-model_name_or_path: model
-stage: sft
-do_train: true
-finetuning_type: lora
-lora_rank: 4
-dataset: demo_sft
-dataset_dir: $LMF_SRC/data/demo
-max_samples: 48
-template: chatml
-cutoff_len: 64
-per_device_train_batch_size: 2
-learning_rate: 1.0e-3
-lr_scheduler_type: cosine
-warmup_steps: 2
-max_grad_norm: 0.5
-max_steps: 10
-logging_steps: 1
-save_steps: 2
-threads: 1
-ddp_timeout: 5
-YAML
+lora_sft_config base.yaml "max_grad_norm: 0.5" "max_steps: 10" "logging_steps: 1" "save_steps: 2" "threads: 1" "ddp_timeout: 5"
 same_ckpt() { # same_ckpt A B: every file of checkpoint folder A equals B's
     for f in "$1"/*; do cmp "$f" "$2/$(basename "$f")" || return 1; done
 }

@@ -17,29 +17,8 @@ if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwi
 NS="2 4"
 if [ -n "${ASAN_OPTIONS:-}" ]; then NS=2; fi
 cd "$WORK"
-D="$LMF_SRC/data/demo"
 demo_model llama 11
-cat > base.yaml <<YAML
-model_name_or_path: model
-stage: sft
-do_train: true
-finetuning_type: lora
-lora_rank: 4
-dataset: demo_sft
-dataset_dir: $D
-max_samples: 48
-template: chatml
-cutoff_len: 64
-per_device_train_batch_size: 2
-learning_rate: 1.0e-3
-lr_scheduler_type: cosine
-warmup_steps: 2
-weight_decay: 0.01
-max_grad_norm: 0.5
-max_steps: 10
-logging_steps: 1
-threads: 1
-YAML
+lora_sft_config base.yaml "weight_decay: 0.01" "max_grad_norm: 0.5" "max_steps: 10" "logging_steps: 1" "threads: 1"
 run() { # run OUT ARGS...: lmforge train base.yaml ARGS output_dir=OUT, log in OUT.txt
     out=$1
     shift
