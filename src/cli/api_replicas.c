@@ -141,11 +141,7 @@ int lmf_cli_api_replicas(const lmf_config *cfg, int argc, char **argv) {
         return e;
     }
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    lmf_cli_block_stop_signals(&sigs);
     lmf_router *r = NULL;
     e = lmf_cli_router_start(&rc, &r);
     if (e) {

@@ -3,6 +3,7 @@
 #ifndef LMF_CLI_H
 #define LMF_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 
 int lmf_cmd_init_model(int argc, char **argv);
@@ -27,6 +28,9 @@ int lmf_cli_int(const char *s, const char *flag, long long lo, long long hi, lon
 void lmf_cli_threads(long long n);
 struct lmf_config;
 struct lmf_model;
+/* Servers: SIGINT and SIGTERM blocked in this thread and every thread started after (a sigwait
+ * on *sigs takes them), SIGPIPE ignored (a client that went away is an error return). */
+void lmf_cli_block_stop_signals(sigset_t *sigs);
 /* The same from a config's `threads` key. */
 void lmf_cli_threads_from_config(const struct lmf_config *c);
 /* Starts the ranks of `lmforge train` when this process is not one yet (launch.c: mpirun,

@@ -169,11 +169,7 @@ static int serve(api *a, const lmf_config *cfg) {
     int rc = server_config(cfg, &sc);
     /* Every thread started from here on inherits the blocked signals; sigwait takes them. */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    lmf_cli_block_stop_signals(&sigs);
     if (!rc) rc = lmf_server_start(&a->srv, &sc);
     if (rc) return rc;
     printf("lmforge api: listening on http://%s:%d (model %s)%s\n", sc.host, sc.port, sc.model_name,

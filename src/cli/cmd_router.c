@@ -157,11 +157,7 @@ int lmf_cmd_router(int argc, char **argv) {
                 lmf_errorf(LMF_EINVAL, "--health-interval: expected seconds, got \"%s\"", interval);
     }
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    lmf_cli_block_stop_signals(&sigs);
     if (!rc) rc = lmf_cli_router_start(&c, &r);
     if (!rc) {
         int sig = 0;

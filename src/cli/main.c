@@ -1,4 +1,6 @@
 /* lmforge: entry point and subcommand dispatch. */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +86,14 @@ int lmf_cli_int(const char *s, const char *flag, long long lo, long long hi, lon
                           lo, hi, s);
     *out = v;
     return 0;
+}
+
+void lmf_cli_block_stop_signals(sigset_t *sigs) {
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }
 
 void lmf_cli_threads(long long n) {

@@ -118,17 +118,6 @@ static void metrics(lmf_server *s, lmf_http_response *res) {
     if (!res->body) res->status = 500;
 }
 
-static int authorized(const lmf_server *s, const char *header) {
-    const char *key = s->c.api_key;
-    if (!key || !key[0]) return 1;
-    if (!header || strncmp(header, "Bearer ", 7)) return 0;
-    const char *got = header + 7;
-    size_t n = strlen(key), m = strlen(got);
-    unsigned diff = n != m;
-    for (size_t i = 0; i < n; i++) diff |= (unsigned)(key[i] ^ (i < m ? got[i] : 0));
-    return diff == 0;
-}
-
 typedef enum route {
     R_NONE,
     R_HEALTH,
@@ -192,7 +181,7 @@ static void dispatch(lmf_server *s, const lmf_http_request *req, lmf_http_respon
         metrics(s, res);
         return;
     }
-    if (!authorized(s, req->authorization)) {
+    if (!lmf_http_bearer_ok(s->c.api_key, req->authorization)) {
         error_reply(res, 401, INVALID, "invalid_api_key",
                     req->authorization ? "Incorrect API key provided"
                                        : "Missing API key: send Authorization: Bearer <key>");

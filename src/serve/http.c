@@ -221,3 +221,13 @@ void lmf_http_stop(lmf_http *s) {
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
+
+int lmf_http_bearer_ok(const char *key, const char *authorization) {
+    if (!key || !key[0]) return 1;
+    if (!authorization || strncmp(authorization, "Bearer ", 7)) return 0;
+    const char *got = authorization + 7;
+    size_t n = strlen(key), m = strlen(got);
+    unsigned diff = n != m;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned)(key[i] ^ (i < m ? got[i] : 0));
+    return diff == 0;
+}

@@ -55,5 +55,8 @@ int lmf_http_in_flight(lmf_http *s);
 void lmf_http_stop(lmf_http *s);
 /* 1 when the peer of socket fd has closed its side or the socket failed. */
 int lmf_http_client_gone(int fd);
+/* 1 when no key is required (key NULL or "") or the Authorization header is "Bearer <key>";
+ * compared in time independent of where the first difference lies. */
+int lmf_http_bearer_ok(const char *key, const char *authorization);
 
 #endif

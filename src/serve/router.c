@@ -210,17 +210,6 @@ static void models(lmf_router *r, const lmf_http_request *req, lmf_http_response
     res->body = json, res->body_len = json ? strlen(json) : 0;
 }
 
-static int authorized(const lmf_router *r, const char *header) {
-    const char *key = r->c.api_key;
-    if (!key || !key[0]) return 1;
-    if (!header || strncmp(header, "Bearer ", 7)) return 0;
-    const char *got = header + 7;
-    size_t n = strlen(key), m = strlen(got);
-    unsigned diff = n != m;
-    for (size_t i = 0; i < n; i++) diff |= (unsigned)(key[i] ^ (i < m ? got[i] : 0));
-    return diff == 0;
-}
-
 static void dispatch(lmf_router *r, const lmf_http_request *req, lmf_http_response *res) {
     static const struct {
         const char *path;
@@ -267,7 +256,7 @@ static void dispatch(lmf_router *r, const lmf_http_request *req, lmf_http_respon
         res->body_len = res->body ? strlen(res->body) : 0;
         return;
     }
-    if (!authorized(r, req->authorization)) {
+    if (!lmf_http_bearer_ok(r->c.api_key, req->authorization)) {
         lmf_router_error(res, 401, INVALID, "invalid_api_key", "%s",
                          req->authorization ? "Incorrect API key provided"
                                             : "Missing API key: send Authorization: Bearer <key>");
