@@ -130,15 +130,23 @@ try:
     start_replica(pb, log)
     router_least = start_router(pr, [ua, ub], "least", log)
     router_prefix = start_router(pp, [ua, ub], "prefix", log)
-    check("replicas and routers become healthy",
-          wait_healthy(pa) and wait_healthy(pb) and wait_healthy(pr) and wait_healthy(pp))
+    replicas_up = wait_healthy(pa) and wait_healthy(pb)
     # a router whose health checks are too rare to notice the kill below: it must find out on
-    # the request path (connection refused) and retry
+    # the request path (connection refused) and retry; started once both replicas answer
     start_router(ps, [ua, ub], "least", log, interval=3600)
-    end = time.time() + 30
-    while time.time() < end and not (healthy(ps) and
-                                     b'"healthy_replicas":2' in raw(ps, "GET", "/health")[1]):
-        time.sleep(0.1)
+
+    def both_in_rotation(port):
+        """The router has both replicas in rotation (a replica that came up after the router's
+        first probe is admitted at its next health check, up to one interval later)."""
+        end = time.time() + 30
+        while time.time() < end and not (healthy(port) and
+                                         b'"healthy_replicas":2' in raw(port, "GET", "/health")[1]):
+            time.sleep(0.1)
+        return b'"healthy_replicas":2' in raw(port, "GET", "/health")[1]
+
+    check("replicas and routers become healthy, both replicas in every router's rotation",
+          replicas_up and both_in_rotation(pr) and
+          both_in_rotation(pp) and both_in_rotation(ps))
 
     # 1. same greedy output through the router as from a replica directly
     direct, via = client(pa), client(pr)
