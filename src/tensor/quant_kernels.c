@@ -190,13 +190,38 @@ static void permute_x(float *dst, const float *x, int n, int in) {
             }
 }
 
-static void qmatmul_avx(float *y, const float *x, lmf_qtype t, const void *W, int n, int out,
-                        int in) {
+/* y[i * ldy + o] for input rows [x0, x1) and weight rows [r0, r1), on the calling thread; x in
+ * the order the dot kernels expect (permute_x for NF4 / FP4). */
+AVX512 static void rows_avx(float *y, int ldy, const float *x, lmf_qtype t, const void *W, int in,
+                            int x0, int x1, int r0, int r1) {
     dot_fn f1, f4;
     pick_dot(t, &f1, &f4);
     size_t rb = lmf_quant_row_bytes(t, in);
+    for (int o = r0; o < r1; o++) {
+        const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
+        int i = x0;
+        for (; i + 4 <= x1; i += 4) {
+            const float *xs[4] = {x + (size_t)i * in, x + (size_t)(i + 1) * in,
+                                  x + (size_t)(i + 2) * in, x + (size_t)(i + 3) * in};
+            float r[4];
+            f4(row, xs, in, r);
+            for (int k = 0; k < 4; k++) y[(size_t)(i + k) * ldy + o] = r[k];
+        }
+        for (; i < x1; i++) {
+            const float *xs[1] = {x + (size_t)i * in};
+            f1(row, xs, in, &y[(size_t)i * ldy + o]);
+        }
+    }
+}
+
+static int needs_permuted_x(lmf_qtype t) {
+    return t == LMF_NF4 || t == LMF_FP4;
+}
+
+static void qmatmul_avx(float *y, const float *x, lmf_qtype t, const void *W, int n, int out,
+                        int in) {
     float *xp = NULL;
-    if (t == LMF_NF4 || t == LMF_FP4) {
+    if (needs_permuted_x(t)) {
         xp = malloc(sizeof(float) * (size_t)n * in);
         if (!xp) { /* no scratch: the reference still gives the right answer */
             lmf_qmatmul_ref(y, x, t, W, n, out, in);
@@ -207,21 +232,15 @@ static void qmatmul_avx(float *y, const float *x, lmf_qtype t, const void *W, in
     }
     for (int x0 = 0; x0 < n; x0 += XBLOCK) {
         int x1 = x0 + XBLOCK < n ? x0 + XBLOCK : n;
-#pragma omp parallel for schedule(static) if ((double)(x1 - x0) * out * in > PAR_MIN_WORK)
-        for (int o = 0; o < out; o++) {
-            const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
-            int i = x0;
-            for (; i + 4 <= x1; i += 4) {
-                const float *xs[4] = {x + (size_t)i * in, x + (size_t)(i + 1) * in,
-                                      x + (size_t)(i + 2) * in, x + (size_t)(i + 3) * in};
-                float r[4];
-                f4(row, xs, in, r);
-                for (int k = 0; k < 4; k++) y[(size_t)(i + k) * out + o] = r[k];
-            }
-            for (; i < x1; i++) {
-                const float *xs[1] = {x + (size_t)i * in};
-                f1(row, xs, in, &y[(size_t)i * out + o]);
-            }
+        if ((double)(x1 - x0) * out * in <= PAR_MIN_WORK) {
+            rows_avx(y, out, x, t, W, in, x0, x1, 0, out);
+            continue;
+        }
+#pragma omp parallel
+        {
+            int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            int per = (out + nth - 1) / nth, r0 = tid * per, r1 = r0 + per < out ? r0 + per : out;
+            if (r0 < r1) rows_avx(y, out, x, t, W, in, x0, x1, r0, r1);
         }
     }
     free(xp);
@@ -350,4 +369,30 @@ void lmf_qmatmul_t(float *dx, const float *dy, lmf_qtype t, const void *W, int n
     }
 #endif
     lmf_qmatmul_t_ref(dx, dy, t, W, n, out, in);
+}
+
+const float *lmf_quant_order_input(lmf_qtype t, float *dst, const float *x, int n, int in) {
+#ifdef HAVE_X86_KERNELS
+    if (lmf_quant_kernels_avx512() && needs_permuted_x(t)) {
+        permute_x(dst, x, n, in);
+        return dst;
+    }
+#endif
+    (void)t, (void)dst, (void)n, (void)in;
+    return x;
+}
+
+void lmf_qmatvec_rows(float *y, int ldy, const float *x, lmf_qtype t, const void *W, int n, int in,
+                      int r0, int r1) {
+#ifdef HAVE_X86_KERNELS
+    if (lmf_quant_kernels_avx512()) {
+        rows_avx(y, ldy, x, t, W, in, 0, n, r0, r1);
+        return;
+    }
+#endif
+    size_t rb = lmf_quant_row_bytes(t, in);
+    for (int o = r0; o < r1; o++)
+        for (int i = 0; i < n; i++)
+            y[(size_t)i * ldy + o] =
+                lmf_quant_dot_ref(t, (const uint8_t *)W + (size_t)o * rb, x + (size_t)i * in, in);
 }
