@@ -58,8 +58,9 @@ int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t) {
         return lmf_errorf(LMF_EUNSUPPORTED, "inference dtype %s: expected F32 or BF16",
                           lmf_dtype_name(t));
     if (m->quantized && t != LMF_F32)
-        return lmf_errorf(LMF_EINVAL, "inference dtype %s: the model's base is quantized (%s); it "
-                                      "infers with those rows",
+        return lmf_errorf(LMF_EINVAL,
+                          "inference dtype %s: the model's base is quantized (%s); it "
+                          "infers with those rows",
                           lmf_dtype_name(t), lmf_qtype_name((lmf_qtype)m->qtype));
     if (m->infer_bf16) m->be->free(m->infer_bf16);
     m->infer_bf16 = NULL;
@@ -230,6 +231,9 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
     int fused = be == lmf_backend_cpu(), nt = omp_get_max_threads();
     for (int i = 0; i < n_seqs && fused; i++) fused = !seq_lora(m, &seqs[i]);
+    /* Quantized weights: past a few rows the general path's dequantized panels and GEMM beat
+     * decoding every block once per 4 rows (prefill). */
+    if (m->quantized && n > 2 * MATVEC_MAX_ROWS) fused = 0;
     step_bufs b = {0};
     size_t extra = fused ? lmf_fused_step_bytes(m, n, n_seqs, nt) : 0;
     if ((rc = step_buffers(m, seqs, n, n_seqs, extra, &b))) return rc;
