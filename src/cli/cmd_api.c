@@ -12,6 +12,7 @@
 #include "config.h"
 #include "lmforge/engine.h"
 #include "lmforge/error.h"
+#include "lmforge/gguf.h"
 #include "lmforge/quant.h"
 #include "lmforge/server.h"
 
@@ -91,9 +92,28 @@ static int server_config(const lmf_config *cfg, lmf_server_config *sc) {
     return 0;
 }
 
+/* A GGUF model whose linears are in a block format lmforge multiplies with (Q8_0, Q4_0, Q4_1,
+ * Q4_K: blk.0.attn_q.weight's type) is served in that format when infer_dtype is auto, as
+ * llama.cpp would: the file's blocks are dequantized on load, then quantized again (near
+ * lossless: the same scales up to f16 rounding). Non-zero with *q set when so. */
+static int gguf_format(const lmf_config *cfg, lmf_qtype *q) {
+    const char *path = lmf_config_str(cfg, "model_name_or_path");
+    lmf_gguf g;
+    if (!path || !lmf_path_is_gguf(path) || lmf_gguf_open(&g, path)) return 0;
+    const lmf_gguf_tensor *t = lmf_gguf_find_tensor(&g, "blk.0.attn_q.weight");
+    int ok = t && lmf_ggml_to_qtype(t->type, q) == 0;
+    if (ok)
+        lmf_info("%s holds %s blocks: serving them as %s (infer_dtype float32 serves the "
+                 "dequantized weights)",
+                 path, lmf_ggml_type_name(t->type), lmf_qtype_name(*q));
+    lmf_gguf_close(&g);
+    return ok;
+}
+
 /* The weights the server multiplies with: infer_dtype float32 / bfloat16 / a block-quantized
  * format (q8_0, q4_0, q4_1, q4_k, nf4, fp4), or LLaMA-Factory's quantization_bit (8 or 4, with
- * quantization_type), which quantize the base on load as QLoRA training does. */
+ * quantization_type), which quantize the base on load as QLoRA training does; auto is the
+ * format of a GGUF file's linears, else float32. */
 int lmf_cli_apply_infer_dtype(const lmf_config *cfg, lmf_model *m) {
     const char *t = lmf_config_str(cfg, "infer_dtype");
     int auto_t = !t || !strcmp(t, "auto"), rc = 0;
@@ -107,6 +127,8 @@ int lmf_cli_apply_infer_dtype(const lmf_config *cfg, lmf_model *m) {
         if ((rc = lmf_qtype_from_bits((int)lmf_config_int(cfg, "quantization_bit"),
                                       lmf_config_str(cfg, "quantization_type"), &q)))
             return lmf_error_prefix(rc, "%s", cfg->path);
+        quant = 1;
+    } else if (auto_t && gguf_format(cfg, &q)) {
         quant = 1;
     } else if (!auto_t && strcmp(t, "float32") && strcmp(t, "bfloat16")) {
         if (lmf_qtype_parse(t, &q))

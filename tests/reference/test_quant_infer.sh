@@ -9,6 +9,8 @@
 #   reports <= 0.35x of float32; infer_dtype nf4 with a LoRA adapter beside the base
 #   (lora_modules: the step's general path) gives, for the adapter and for the base, the reply
 #   `lmforge chat` gives with the same settings (single-sequence path), and <= 0.3x memory;
+# - a GGUF file with Q8_0 linears is served as q8_0 by default, replying as the safetensors model
+#   served with infer_dtype q8_0;
 # - refusals: q4_k on rows of 128 (names the tensor and 256), infer_dtype bfloat16 together with
 #   quantization_bit, an unknown format.
 . "$(dirname "$0")/common.sh"
@@ -56,7 +58,7 @@ check_said "  naming the tensor and the multiple" "q_proj.weight.*multiple of 25
 check "make a LoRA adapter for the trained model" "$TOOL" make-adapter --model trained --out lora_a --r 4 --alpha 64 --targets all --seed 7
 cat > base.yaml <<YAML
 model_name_or_path: trained
-template: chatml
+template: empty
 max_new_tokens: 12
 temperature: 0
 threads: 1
@@ -144,6 +146,15 @@ ratio() { # ratio LOG MAX: the weights ratio the server printed is <= MAX
 }
 check "q8_0 server: weights <= 0.35x float32" ratio q8_api.log 0.35
 check "nf4 server: weights <= 0.3x float32" ratio nf4_api.log 0.3
+# A GGUF file with Q8_0 linears is served in Q8_0 (infer_dtype auto), its replies those of the
+# safetensors model served with infer_dtype q8_0; infer_dtype float32 serves it dequantized.
+printf 'model_name_or_path: trained\nexport_dir: q8.gguf\nexport_quantization_bit: 8\n' > export.yaml
+check "export the trained model to GGUF (Q8_0)" "$LMF" export export.yaml
+"$LMF" chat base.yaml --prompt "Once a yellow frog" --prompt "A small red" infer_dtype=q8_0 > st_q8.txt 2>/dev/null
+check "chat on the Q8_0 GGUF (infer_dtype auto)" sh -c "'$LMF' chat base.yaml model_name_or_path=q8.gguf --prompt 'Once a yellow frog' --prompt 'A small red' > gguf_q8.txt 2> gguf_q8.log"
+check "  says it serves the file's Q8_0 blocks as q8_0" grep -q "holds Q8_0 blocks: serving them as q8_0" gguf_q8.log
+check "  replies as the safetensors model with infer_dtype q8_0" cmp st_q8.txt gguf_q8.txt
+check "infer_dtype float32 on the GGUF serves it dequantized" sh -c "'$LMF' chat base.yaml model_name_or_path=q8.gguf infer_dtype=float32 --prompt hi 2>&1 | grep -vq 'serving them as'"
 check_fails "infer_dtype bfloat16 with quantization_bit is refused" "$LMF" chat base.yaml --prompt hi infer_dtype=bfloat16 quantization_bit=8
 check_said "  naming both keys" "infer_dtype.*quantization_bit"
 check_fails "an unknown infer_dtype is refused" "$LMF" chat base.yaml --prompt hi infer_dtype=q5_0
