@@ -23,6 +23,10 @@ for dt in float32 bfloat16; do
     "$PY" bench/bench_serve.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" \
         --seconds 20 --infer-dtype $dt | grep -v '^\['
 done
+echo
+echo "== 1 vs 2 replicas (lmforge router / data_parallel_size) at 16 streaming clients =="
+"$PY" bench/bench_router.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" \
+    --clients 16 --seconds 20 --repeat 2 | grep -v '^\['
 rm -rf "$SERVE_DIR"
 echo
 echo "== GEMM libraries on our shapes =="
