@@ -4,6 +4,7 @@
 #include "lmforge/tensor.h"
 
 #include "host_memory.h"
+#include "lmforge/decode_kernels.h"
 
 #include <math.h>
 #include <omp.h>
@@ -227,52 +228,6 @@ static void cpu_attn_bwd(float *dq, float *dk, float *dv, const float *dout, con
     }
 }
 
-/* One task per (sequence, query head): scores over the sequence's cached positions, then the
- * weighted sum of values, block by block. */
-static void cpu_attn_paged(float *out, const float *q, const float *k, const float *v,
-                           const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s) {
-    int H = s->H, D = s->D, group = H / s->KVH, kv_dim = s->KVH * D, bs = s->block_size;
-    int total = 0, max_len = 0;
-    for (int i = 0; i < n_seqs; i++) {
-        total += seqs[i].n_new;
-        if (seqs[i].start + seqs[i].n_new > max_len) max_len = seqs[i].start + seqs[i].n_new;
-    }
-#pragma omp parallel
-    {
-        float *p = malloc(sizeof(float) * (size_t)(max_len ? max_len : 1));
-#pragma omp for collapse(2) schedule(dynamic)
-        for (int row = 0; row < total; row++)
-            for (int h = 0; h < H; h++) {
-                int si = 0;
-                while (row >= seqs[si].q_row + seqs[si].n_new) si++;
-                const lmf_paged_seq *sq = &seqs[si];
-                int upto = sq->start + (row - sq->q_row);
-                const float *qv = q + (size_t)row * H * D + (size_t)h * D;
-                size_t hoff = (size_t)(h / group) * D;
-                float mx = -INFINITY;
-                for (int t = 0; t <= upto; t++) {
-                    const float *kv =
-                        k + sq->table[t / bs] * s->block_stride + (size_t)(t % bs) * kv_dim + hoff;
-                    float dot = 0;
-                    for (int d = 0; d < D; d++) dot += qv[d] * kv[d];
-                    p[t] = dot * s->scale;
-                    mx = p[t] > mx ? p[t] : mx;
-                }
-                float sum = 0;
-                for (int t = 0; t <= upto; t++) sum += (p[t] = expf(p[t] - mx));
-                float *o = out + (size_t)row * H * D + (size_t)h * D, inv = 1.0f / sum;
-                for (int d = 0; d < D; d++) o[d] = 0;
-                for (int t = 0; t <= upto; t++) {
-                    const float *vv =
-                        v + sq->table[t / bs] * s->block_stride + (size_t)(t % bs) * kv_dim + hoff;
-                    float w = p[t] * inv;
-                    for (int d = 0; d < D; d++) o[d] += w * vv[d];
-                }
-            }
-        free(p);
-    }
-}
-
 /* expf without a libm call, so loops over it vectorise (AVX-512: 16 lanes): Cody-Waite range
  * reduction x = n ln2 + r, Cephes' degree-6 polynomial for e^r, 2^n put into the exponent.
  * Relative error < 1e-7 (measured 8e-8 over [-87, 88]); x below -87 gives e^-87 (1.6e-38, not 0)
@@ -377,7 +332,7 @@ static const lmf_backend cpu_backend = {
     .rope = cpu_rope,
     .attn_fwd = cpu_attn_fwd,
     .attn_bwd = cpu_attn_bwd,
-    .attn_paged = cpu_attn_paged,
+    .attn_paged = lmf_attn_paged_fast,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .add = cpu_add,
