@@ -4,6 +4,8 @@
  * contiguous row ranges so every core reads one sequential stream. */
 #include "lmforge/decode_kernels.h"
 
+#include "vexpf.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -494,7 +496,8 @@ KV_INLINE void attn_item(float *out, const float *q, const uint8_t *k, const uin
             float *p = sc + g * CHUNK, m = mx[g];
             for (int t = 0; t < nt; t++) m = p[t] > m ? p[t] : m;
             float corr = expf(mx[g] - m), l = sum[g] * corr;
-            for (int t = 0; t < nt; t++) l += (p[t] = expf(p[t] - m));
+#pragma omp simd reduction(+ : l)
+            for (int t = 0; t < nt; t++) l += (p[t] = vexpf(p[t] - m));
             if (corr != 1.0f) {
                 float *a = acc + (size_t)g * D;
 #pragma omp simd
