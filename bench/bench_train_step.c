@@ -1,10 +1,11 @@
 /* Training step time of lmforge on a preset model (forward + backward + AdamW step), printed as
  * one JSON line so bench/run.sh can set it beside PyTorch's figure for the same shapes and
  * threads. --bf16 1 asks for bf16 mixed precision ("bf16" in the JSON says whether it ran),
- * --ckpt 1 for activation checkpointing.
+ * --ckpt 1 for activation checkpointing, --quantize FORMAT (LoRA only) a frozen base quantized
+ * as QLoRA does (q8_0, nf4, fp4, q4_1, ...; "base_mb" in the JSON is what the base then holds).
  * Usage: bench_train_step [--preset llama-110m] [--batch 4] [--seq 256] [--threads 2]
  *                         [--steps 5] [--mode full|lora] [--backend cpu|ref] [--bf16 0|1]
- *                         [--ckpt 0|1] */
+ *                         [--ckpt 0|1] [--quantize FORMAT] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "lmforge/model.h"
 #include "lmforge/optim.h"
+#include "lmforge/quant.h"
 
 /* CPU seconds (user + system) this process used so far: on a shared, oversubscribed machine
  * the work done is steadier than the wall time (run with OMP_WAIT_POLICY=passive so waiting
@@ -31,7 +33,8 @@ static const char *opt(int argc, char **argv, const char *name, const char *def)
 
 int main(int argc, char **argv) {
     const char *preset = opt(argc, argv, "--preset", "llama-110m"),
-               *mode = opt(argc, argv, "--mode", "full");
+               *mode = opt(argc, argv, "--mode", "full"),
+               *quant = opt(argc, argv, "--quantize", "");
     int B = atoi(opt(argc, argv, "--batch", "4")), T = atoi(opt(argc, argv, "--seq", "256"));
     int threads = atoi(opt(argc, argv, "--threads", "2")),
         steps = atoi(opt(argc, argv, "--steps", "5"));
@@ -61,6 +64,12 @@ int main(int argc, char **argv) {
         rc = lmf_model_enable_grads(m);
     }
     if (!rc) rc = lmf_model_set_compute(m, &co);
+    if (!rc && quant[0]) {
+        lmf_qtype q;
+        rc = lmf_qtype_parse(quant, &q);
+        if (!rc) rc = lmf_model_quantize_base(m, (int)q);
+    }
+    size_t f32_bytes, base_bytes = lmf_model_base_bytes(m, &f32_bytes);
     /* AdamW over what is trained, as the trainer steps it (lr 1e-4, decay 0.01). */
     lmf_opt_segment *segs = NULL;
     int n_segs = 0;
@@ -102,10 +111,12 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"lmforge\", \"mode\": \"%s\", \"bf16\": %d, \"ckpt\": %d, \"threads\": %d, "
            "\"batch\": %d, \"seq\": %d, \"ms_per_step\": %.1f, \"best_ms\": %.1f, "
            "\"tokens_per_s\": %.1f, \"cpu_s_per_step\": %.2f, \"loss\": %.4f, "
-           "\"peak_rss_mb\": %.0f, \"act_mb\": %.0f, \"gemm\": \"%s\"}\n",
+           "\"peak_rss_mb\": %.0f, \"act_mb\": %.0f, \"gemm\": \"%s\", \"quant\": \"%s\", "
+           "\"base_mb\": %.1f, \"base_f32_mb\": %.1f}\n",
            mode, m->bf16, m->grad_ckpt, threads, B, T, mean * 1e3, best * 1e3, B * T / mean,
            cpu / steps, loss, lmf_peak_rss_bytes() / 1048576.0,
-           lmf_model_activation_bytes(m) / 1048576.0, lmf_gemm_library());
+           lmf_model_activation_bytes(m) / 1048576.0, lmf_gemm_library(), quant[0] ? quant : "none",
+           base_bytes / 1e6, f32_bytes / 1e6);
     free(ids);
     free(segs);
     lmf_adamw_free(&adam);

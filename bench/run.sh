@@ -12,8 +12,8 @@ export OMP_NUM_THREADS=$THREADS
 echo "== tokenizer encode/decode, one core (target >= 5 MB/s) =="
 OMP_NUM_THREADS=1 "$BUILD/bench/bench_tokenizer" || echo "(tokenizer bench skipped: ../shared/data/tokenizers absent)"
 echo
-echo "== single-stream decode / prefill, llama-110m, $THREADS threads, vs the bandwidth roofline (target >= 90 %) =="
-"$BUILD/bench/bench_decode" --preset llama-110m --threads "$THREADS" --reps "$STEPS"
+echo "== single-stream decode / prefill, llama-110m, $THREADS threads, vs the bandwidth roofline (target >= 90 %; q8_0 >= 3x f32) =="
+"$BUILD/bench/bench_decode" --preset llama-110m --threads "$THREADS" --reps "$STEPS" --dtype all
 echo
 echo "== lmforge api under 1/8/16/32 streaming clients (target: 32 >= 4x 1, and > 16) =="
 SERVE_DIR=$(mktemp -d /tmp/lmf-bench-XXXXXX)
@@ -23,6 +23,10 @@ for dt in float32 bfloat16; do
     "$PY" bench/bench_serve.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" \
         --seconds 20 --infer-dtype $dt | grep -v '^\['
 done
+echo
+echo "== 1 vs 2 replicas (lmforge router / data_parallel_size) at 16 streaming clients =="
+"$PY" bench/bench_router.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" \
+    --clients 16 --seconds 20 --repeat 2 | grep -v '^\['
 rm -rf "$SERVE_DIR"
 echo
 echo "== GEMM libraries on our shapes =="
@@ -51,3 +55,6 @@ sh bench/lora_sft.sh "$BUILD"
 
 echo
 sh bench/bench_ddp.sh "$BUILD"
+
+echo
+sh bench/bench_qlora.sh "$BUILD"

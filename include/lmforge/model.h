@@ -286,12 +286,14 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
  * copy does not follow later changes of the parameters; call again after changing them. */
 int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t);
 
-/* QLoRA: quantizes the frozen base (the seven linears of every layer, lm_head and the embedding)
- * to qtype (an lmf_qtype: Q8_0 for 8 bits; NF4, FP4 or Q4_1 for 4) and gives their float32
+/* QLoRA and quantized inference: quantizes the frozen base (the seven linears of every layer,
+ * lm_head and the embedding) to qtype (an lmf_qtype) and gives their float32
  * pages back; forward and backward then multiply through the quantized rows (inputs' gradients
  * flow through the dequantized matrices; the quantized tensors get no gradient). Refused when
  * any of those tensors is trainable, or a row length is not a multiple of the format's block
- * (the message names the tensor). lmf_model_step (serving) refuses a model quantized so. */
+ * (the message names the tensor). lmf_model_step multiplies through the same rows (the decode
+ * step streams the quantized bytes; activations stay float32); lmf_model_set_infer_dtype then
+ * refuses bf16. */
 int lmf_model_quantize_base(lmf_model *m, int qtype);
 /* Bytes the base model's parameters hold now: the quantized blocks plus the float32 pages still
  * resident (norms, biases); *f32_bytes gets what the whole model takes in float32. */

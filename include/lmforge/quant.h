@@ -50,6 +50,9 @@ size_t lmf_quant_row_bytes(lmf_qtype t, int64_t n);
 /* Checks that a (rows, cols) matrix can be quantized as t (cols a multiple of the block);
  * the error names `what` (a tensor name) and the expected multiple. */
 int lmf_quant_check_shape(lmf_qtype t, int64_t rows, int64_t cols, const char *what);
+/* LLaMA-Factory's quantization_bit / quantization_type to a format: 8 -> q8_0; 4 -> nf4 (type
+ * "nf4" or NULL), fp4 ("fp4"), q4_1 ("int"). Errors name the key and the accepted values. */
+int lmf_qtype_from_bits(int bits, const char *type, lmf_qtype *out);
 
 /* The 16 code values of NF4 and FP4 (index = the 4-bit code). */
 extern const float lmf_nf4_code[16];
@@ -89,6 +92,13 @@ void lmf_qmatmul_ref(float *y, const float *x, lmf_qtype t, const void *W, int n
 void lmf_qmatmul_t(float *dx, const float *dy, lmf_qtype t, const void *W, int n, int out, int in);
 void lmf_qmatmul_t_ref(float *dx, const float *dy, lmf_qtype t, const void *W, int n, int out,
                        int in);
+/* The single-threaded form for a caller that splits the work itself (the fused decode step):
+ * y[i * ldy + o] = x_i . W_o for the n input rows and weight rows [r0, r1). x must be in the
+ * kernels' input order: lmf_quant_order_input returns x itself, or dst (n * in floats) holding x
+ * reordered for this format's kernel (NF4 / FP4 on the AVX-512 path). */
+const float *lmf_quant_order_input(lmf_qtype t, float *dst, const float *x, int n, int in);
+void lmf_qmatvec_rows(float *y, int ldy, const float *x, lmf_qtype t, const void *W, int n, int in,
+                      int r0, int r1);
 /* Dot product of one quantized row with x (n values): the plain-C reference. */
 float lmf_quant_dot_ref(lmf_qtype t, const void *row, const float *x, int64_t n);
 

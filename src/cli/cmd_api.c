@@ -12,6 +12,8 @@
 #include "config.h"
 #include "lmforge/engine.h"
 #include "lmforge/error.h"
+#include "lmforge/gguf.h"
+#include "lmforge/quant.h"
 #include "lmforge/server.h"
 
 enum { DRAIN_SECONDS = 60 };
@@ -93,12 +95,64 @@ static int server_config(const lmf_config *cfg, lmf_server_config *sc) {
     return 0;
 }
 
+/* A GGUF model whose linears are in a block format lmforge multiplies with (Q8_0, Q4_0, Q4_1,
+ * Q4_K: blk.0.attn_q.weight's type) is served in that format when infer_dtype is auto, as
+ * llama.cpp would: the file's blocks are dequantized on load, then quantized again (near
+ * lossless: the same scales up to f16 rounding). Non-zero with *q set when so. */
+static int gguf_format(const lmf_config *cfg, lmf_qtype *q) {
+    const char *path = lmf_config_str(cfg, "model_name_or_path");
+    lmf_gguf g;
+    if (!path || !lmf_path_is_gguf(path) || lmf_gguf_open(&g, path)) return 0;
+    const lmf_gguf_tensor *t = lmf_gguf_find_tensor(&g, "blk.0.attn_q.weight");
+    int ok = t && lmf_ggml_to_qtype(t->type, q) == 0;
+    if (ok)
+        lmf_info("%s holds %s blocks: serving them as %s (infer_dtype float32 serves the "
+                 "dequantized weights)",
+                 path, lmf_ggml_type_name(t->type), lmf_qtype_name(*q));
+    lmf_gguf_close(&g);
+    return ok;
+}
+
+/* The weights the server multiplies with: infer_dtype float32 / bfloat16 / a block-quantized
+ * format (q8_0, q4_0, q4_1, q4_k, nf4, fp4), or LLaMA-Factory's quantization_bit (8 or 4, with
+ * quantization_type), which quantize the base on load as QLoRA training does; auto is the
+ * format of a GGUF file's linears, else float32. */
 int lmf_cli_apply_infer_dtype(const lmf_config *cfg, lmf_model *m) {
     const char *t = lmf_config_str(cfg, "infer_dtype");
-    if (!t || !strcmp(t, "auto") || !strcmp(t, "float32")) return 0;
-    if (strcmp(t, "bfloat16"))
-        return lmf_errorf(LMF_EINVAL, "%s: infer_dtype \"%s\": expected auto, float32 or bfloat16",
-                          cfg->path, t);
+    int auto_t = !t || !strcmp(t, "auto"), rc = 0;
+    lmf_qtype q;
+    int quant = 0;
+    if (lmf_config_is_set(cfg, "quantization_bit")) {
+        if (!auto_t && strcmp(t, "float32"))
+            return lmf_errorf(LMF_EINVAL,
+                              "%s: infer_dtype \"%s\" and quantization_bit %lld: set one of them",
+                              cfg->path, t, (long long)lmf_config_int(cfg, "quantization_bit"));
+        if ((rc = lmf_qtype_from_bits((int)lmf_config_int(cfg, "quantization_bit"),
+                                      lmf_config_str(cfg, "quantization_type"), &q)))
+            return lmf_error_prefix(rc, "%s", cfg->path);
+        quant = 1;
+    } else if (auto_t && gguf_format(cfg, &q)) {
+        quant = 1;
+    } else if (!auto_t && strcmp(t, "float32") && strcmp(t, "bfloat16")) {
+        if (lmf_qtype_parse(t, &q))
+            return lmf_errorf(LMF_EINVAL,
+                              "%s: infer_dtype \"%s\": expected auto, float32, bfloat16, q8_0, "
+                              "q4_0, q4_1, q4_k, nf4 or fp4",
+                              cfg->path, t);
+        quant = 1;
+    }
+    if (quant) {
+        if ((rc = lmf_model_quantize_base(m, (int)q)))
+            return lmf_error_prefix(rc, "%s: quantizing the base model as %s", cfg->path,
+                                    lmf_qtype_name(q));
+        size_t f32, held = lmf_model_base_bytes(m, &f32);
+        lmf_info("weights: %s, %.2f MB (%.2f MB quantized + float32 norms) instead of %.2f MB in "
+                 "float32 (%.2fx)",
+                 lmf_qtype_name(q), (double)held / 1e6, (double)m->qbytes / 1e6, (double)f32 / 1e6,
+                 (double)held / (double)f32);
+        return 0;
+    }
+    if (auto_t || !strcmp(t, "float32")) return 0;
     return lmf_model_set_infer_dtype(m, LMF_BF16);
 }
 

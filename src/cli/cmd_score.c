@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "lmforge/model.h"
+#include "lmforge/quant.h"
 
 static int parse_ids(const char *s, int32_t **out, int *n) {
     int cap = 16, k = 0;
@@ -47,12 +48,14 @@ static int parse_ids(const char *s, int32_t **out, int *n) {
 
 static int usage(int code) {
     fprintf(code ? stderr : stdout, "usage: lmforge score --model DIR --ids 1,2,3,... [--adapter "
-                                    "DIR] [--json] [--threads N]\n");
+                                    "DIR] [--quantize FORMAT] [--json] [--threads N]\n"
+                                    "  --quantize: score with the base quantized as FORMAT (q8_0, "
+                                    "q4_0, q4_1, q4_k, nf4, fp4)\n");
     return code;
 }
 
 int lmf_cmd_score(int argc, char **argv) {
-    const char *model_dir = NULL, *ids_s = NULL, *adapter = NULL;
+    const char *model_dir = NULL, *ids_s = NULL, *adapter = NULL, *quant = NULL;
     int json = 0;
     long long threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -63,7 +66,7 @@ int lmf_cmd_score(int argc, char **argv) {
             continue;
         }
         if (strcmp(a, "--model") && strcmp(a, "--ids") && strcmp(a, "--adapter") &&
-            strcmp(a, "--threads")) {
+            strcmp(a, "--threads") && strcmp(a, "--quantize")) {
             fprintf(stderr, "lmforge score: error: unknown option \"%s\"\n", a);
             return usage(2);
         }
@@ -71,6 +74,7 @@ int lmf_cmd_score(int argc, char **argv) {
         if (!strcmp(a, "--model")) model_dir = v;
         if (!strcmp(a, "--ids")) ids_s = v;
         if (!strcmp(a, "--adapter")) adapter = v;
+        if (!strcmp(a, "--quantize")) quant = v;
         if (!strcmp(a, "--threads") && lmf_cli_int(v, "--threads", 1, 1024, &threads))
             return lmf_cli_fail("score", LMF_EINVAL);
     }
@@ -89,6 +93,12 @@ int lmf_cmd_score(int argc, char **argv) {
     if (!rc && adapter) {
         rc = lmf_lora_load(&lora, m, adapter);
         m->lora = lora;
+    }
+    if (!rc && quant) {
+        lmf_qtype t;
+        rc = lmf_qtype_parse(quant, &t);
+        if (!rc) rc = lmf_model_quantize_base(m, (int)t);
+        if (rc) rc = lmf_error_prefix(rc, "--quantize %s", quant);
     }
     double nll = 0;
     if (!rc && !(lp = calloc(n, sizeof *lp))) rc = lmf_errorf(LMF_ENOMEM, "out of memory");

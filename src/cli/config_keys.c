@@ -24,7 +24,9 @@ static const lmf_cfg_key keys[] = {
     {"flash_attn", S, "auto", "auto|disabled|sdpa|fa2",
      "accepted; lmforge always uses its own tiled attention", 1},
     {"quantization_bit", I, NULL, "4..8",
-     "train (LoRA): the frozen base quantized to 8 bits (q8_0) or 4 (quantization_type), QLoRA", 0},
+     "the base quantized to 8 bits (q8_0) or 4 (quantization_type) on load: train (LoRA) keeps it "
+     "frozen (QLoRA); api/chat/score decode through it",
+     0},
     {"quantization_type", S, "nf4", "nf4|fp4|int",
      "4-bit format: nf4 (QLoRA's), fp4, or int (q4_1)", 0},
     {"quantization_method", S, "bnb", "bnb|bitsandbytes",
@@ -175,9 +177,10 @@ static const lmf_cfg_key keys[] = {
      "api: LoRA adapters served at once beside the base, as name=path,name2=path2 (vLLM's "
      "--lora-modules); a request's `model` picks one, the base name gets the base model",
      0},
-    {"infer_dtype", S, "auto", "auto|float32|bfloat16",
-     "api/chat: weights the decode step reads: bfloat16 keeps a bf16 copy (half the bytes per "
-     "token, f32 accumulation); auto is float32",
+    {"infer_dtype", S, "auto", "auto|float32|bfloat16|q8_0|q4_0|q4_1|q4_k|nf4|fp4",
+     "api/chat/score: weights the decode step reads: bfloat16 keeps a bf16 copy (half the bytes "
+     "per token, f32 accumulation); a block format quantizes the linears, lm_head and embedding "
+     "on load (docs/quantization.md); auto is float32",
      0},
     {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
     /* data-parallel serving (lmforge router; lmforge api with data_parallel_size) */

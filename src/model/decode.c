@@ -8,6 +8,7 @@
 
 #include "decode_internal.h"
 #include "lmforge/decode_kernels.h"
+#include "lmforge/quant.h"
 
 /* Up to this many rows a step's f32 products use the streaming matvec (each weight read once,
  * the decode case); past it the GEMM library's blocking wins: per core, our 4 x 4 f32 tiles do
@@ -87,6 +88,11 @@ int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t) {
     if (t != LMF_F32 && t != LMF_BF16)
         return lmf_errorf(LMF_EUNSUPPORTED, "inference dtype %s: expected F32 or BF16",
                           lmf_dtype_name(t));
+    if (m->quantized && t != LMF_F32)
+        return lmf_errorf(LMF_EINVAL,
+                          "inference dtype %s: the model's base is quantized (%s); it "
+                          "infers with those rows",
+                          lmf_dtype_name(t), lmf_qtype_name((lmf_qtype)m->qtype));
     if (m->infer_bf16) m->be->free(m->infer_bf16);
     m->infer_bf16 = NULL;
     if (t == LMF_F32) return 0;
@@ -201,12 +207,18 @@ static void write_cache(lmf_kv_pool *kv, int l, const lmf_seq_step *seqs, int n_
         }
 }
 
-/* y = x W^T (n rows) with the weights the model infers with: the bf16 copy, or f32 through the
- * streaming matvec for a few rows and the GEMM library for many (the ref backend: its GEMM). */
-static void base_product(const lmf_model *m, const float *W, const float *x, float *y, int n,
-                         int out, int in, uint16_t *xb) {
+/* y = x W^T (n rows) with the weights the model infers with: the quantized rows Q of a
+ * quantized model, the bf16 copy, or f32 through the streaming matvec for a few rows and the
+ * GEMM library for many (the ref backend: its GEMM). */
+static void base_product(const lmf_model *m, const float *W, const void *Q, const float *x,
+                         float *y, int n, int out, int in, uint16_t *xb) {
     int fast = m->be == lmf_backend_cpu();
-    if (m->infer_bf16) {
+    if (m->quantized) {
+        if (fast)
+            lmf_qmatmul(y, x, (lmf_qtype)m->qtype, Q, n, out, in);
+        else
+            lmf_qmatmul_ref(y, x, (lmf_qtype)m->qtype, Q, n, out, in);
+    } else if (m->infer_bf16) {
         const uint16_t *Wb = m->infer_bf16 + (W - m->params);
         if (fast)
             lmf_matvec_bf16(y, x, Wb, n, out, in, xb);
@@ -228,7 +240,8 @@ static void step_linear(const lmf_model *m, int l, lmf_linear_id id, const float
     int out, in, n = 0;
     lmf_linear_shape(&m->cfg, id, &out, &in);
     for (int i = 0; i < n_seqs; i++) n += seqs[i].n_new;
-    base_product(m, m->w.layers[l].w[id], x, y, n, out, in, b->xb);
+    base_product(m, m->w.layers[l].w[id], m->qlin ? m->qlin[l * LMF_N_LINEAR + id] : NULL, x, y, n,
+                 out, in, b->xb);
     if (bias) be->bias_fwd(y, bias, n, out);
     for (int i = 0; i < n_seqs;) {
         const lmf_lora *lo = seq_lora(m, &seqs[i]);
@@ -250,11 +263,12 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     const lmf_backend *be = m->be;
     int n = 0, rc = validate(m, kv, seqs, n_seqs, &n);
     if (rc) return rc;
-    if (m->quantized) /* QLoRA's training-time quantization; inference on it is not wired yet */
-        return lmf_errorf(LMF_EUNSUPPORTED, "model: a base quantized for QLoRA cannot serve");
     /* The one-region path: few rows, the cpu kernels, no adapter on any row. */
     int fused = be == lmf_backend_cpu(), nt = omp_get_max_threads();
     for (int i = 0; i < n_seqs && fused; i++) fused = !seq_lora(m, &seqs[i]);
+    /* Quantized weights: past a few rows the general path's dequantized panels and GEMM beat
+     * decoding every block once per 4 rows (prefill). */
+    if (m->quantized && n > 2 * MATVEC_MAX_ROWS) fused = 0;
     step_bufs b = {0};
     size_t extra = fused ? lmf_fused_step_bytes(m, n, n_seqs, nt) : 0;
     if ((rc = step_buffers(m, seqs, n, n_seqs, extra, &b))) return rc;
@@ -270,7 +284,14 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     void (*attn)(float *, const float *, const void *, const void *, const lmf_paged_seq *, int,
                  const lmf_paged_shape *) =
         be == lmf_backend_cpu() ? lmf_attn_paged_fast : be->attn_paged;
-    be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
+    if (m->qembed) {
+        size_t rb = lmf_quant_row_bytes((lmf_qtype)m->qtype, C);
+        for (int i = 0; i < n; i++)
+            lmf_dequantize_row((lmf_qtype)m->qtype, b.x + (size_t)i * C,
+                               (const uint8_t *)m->qembed + (size_t)b.ids[i] * rb, C);
+    } else {
+        be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
+    }
     if (fused) {
         lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, logits);
         return 0;
@@ -309,7 +330,7 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     }
     if (n_out && logits) {
         be->rmsnorm_fwd(b.lastn, NULL, b.last, m->w.final_norm, n_out, C, c->rms_eps);
-        base_product(m, m->w.lm_head, b.lastn, logits, n_out, c->vocab, C, b.xb);
+        base_product(m, m->w.lm_head, m->qhead, b.lastn, logits, n_out, c->vocab, C, b.xb);
     }
     return 0;
 }

@@ -21,6 +21,7 @@
 
 #include "decode_internal.h"
 #include "lmforge/decode_kernels.h"
+#include "lmforge/quant.h"
 
 enum { PH_QKV, PH_ATT, PH_O, PH_GU, PH_DOWN, PH_PER_LAYER };
 enum {
@@ -65,11 +66,17 @@ static int widest_input(const lmf_model_config *c) {
     return w > c->heads * c->head_dim ? w : c->heads * c->head_dim;
 }
 
+/* Bytes per value of a product's input as the kernels read it: bf16 for bf16 weights, f32
+ * (reordered for NF4 / FP4) for quantized ones. */
+static size_t xb_size(const lmf_model *m) {
+    return m->quantized ? sizeof(float) : sizeof(uint16_t);
+}
+
 static size_t priv_bytes(const lmf_model *m, int n) {
     const lmf_model_config *c = &m->cfg;
     lmf_paged_shape s = {c->heads, c->kv_heads, c->head_dim, 1, 0, 0, LMF_KV_F32, 0};
     return align64(sizeof(float) * (size_t)n * c->hidden) +
-           align64(sizeof(uint16_t) * (size_t)n * widest_input(c)) +
+           align64(xb_size(m) * (size_t)n * widest_input(c)) +
            align64(sizeof(float) * lmf_attn_paged_scratch(&s));
 }
 
@@ -83,10 +90,25 @@ size_t lmf_fused_step_bytes(const lmf_model *m, int n, int n_seqs, int nt) {
            (size_t)nt * priv_bytes(m, n);
 }
 
+/* Bytes of one weight row of `in` values as the step reads it. */
+static size_t row_bytes(const lmf_model *m, int in) {
+    if (m->quantized) return lmf_quant_row_bytes((lmf_qtype)m->qtype, in);
+    return (size_t)in * (m->infer_bf16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+/* The rows a product reads: the quantized copy, the bf16 copy or the f32 weights themselves.
+ * l == layers: the lm_head. */
+static const char *weight_rows(const lmf_model *m, int l, lmf_linear_id id) {
+    const float *W = l == m->cfg.layers ? m->w.lm_head : m->w.layers[l].w[id];
+    if (m->quantized)
+        return (const char *)(l == m->cfg.layers ? m->qhead : m->qlin[l * LMF_N_LINEAR + id]);
+    if (m->infer_bf16) return (const char *)(m->infer_bf16 + (W - m->params));
+    return (const char *)W;
+}
+
 /* Weight rows per item for products with `in` inputs: CHUNK_BYTES, in whole 4-row tiles. */
 static int item_rows(const lmf_model *m, int in) {
-    size_t wsize = m->infer_bf16 ? sizeof(uint16_t) : sizeof(float);
-    int r = (int)(CHUNK_BYTES / ((size_t)in * wsize)) & ~3;
+    int r = (int)(CHUNK_BYTES / row_bytes(m, in)) & ~3;
     return r < 4 ? 4 : r;
 }
 
@@ -120,31 +142,31 @@ static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
     const lmf_model *m = f->m;
     const lmf_model_config *c = &m->cfg;
     int QD = c->heads * c->head_dim, KD = c->kv_heads * c->head_dim, in = c->hidden, rows, r0, out;
-    const float *W;
+    int l = p / PH_PER_LAYER;
+    lmf_linear_id id;
     if (p == f->n_phases - 1) {
-        W = m->w.lm_head, rows = f->rows_c, out = c->vocab;
+        l = c->layers, id = LMF_Q, rows = f->rows_c, out = c->vocab;
     } else {
-        const lmf_layer_weights *w = &m->w.layers[p / PH_PER_LAYER];
         switch (p % PH_PER_LAYER) {
         case PH_QKV: {
             int nq = ceil_div(QD, f->rows_c), nk = ceil_div(KD, f->rows_c);
             rows = f->rows_c;
             if (it < nq)
-                W = w->w[LMF_Q], out = QD;
+                id = LMF_Q, out = QD;
             else if ((it -= nq) < nk)
-                W = w->w[LMF_K], out = KD;
+                id = LMF_K, out = KD;
             else
-                it -= nk, W = w->w[LMF_V], out = KD;
+                it -= nk, id = LMF_V, out = KD;
             break;
         }
         case PH_O:
-            W = w->w[LMF_O], rows = f->rows_o, out = c->hidden, in = QD;
+            id = LMF_O, rows = f->rows_o, out = c->hidden, in = QD;
             break;
         case PH_GU:
-            W = w->w[LMF_GATE], rows = f->rows_gu, out = c->ffn;
+            id = LMF_GATE, rows = f->rows_gu, out = c->ffn;
             break;
         case PH_DOWN:
-            W = w->w[LMF_DOWN], rows = f->rows_f, out = c->hidden, in = c->ffn;
+            id = LMF_DOWN, rows = f->rows_f, out = c->hidden, in = c->ffn;
             break;
         default:
             return NULL;
@@ -152,11 +174,9 @@ static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
     }
     r0 = it * rows;
     rows = r0 + rows < out ? rows : out - r0;
-    size_t wsize = m->infer_bf16 ? sizeof(uint16_t) : sizeof(float);
-    *bytes = (size_t)rows * in * wsize;
-    const char *base =
-        m->infer_bf16 ? (const char *)(m->infer_bf16 + (W - m->params)) : (const char *)W;
-    return base + (size_t)r0 * in * wsize;
+    size_t rb = row_bytes(m, in);
+    *bytes = (size_t)rows * rb;
+    return weight_rows(m, l, id) + (size_t)r0 * rb;
 }
 
 /* Waits until phase p is done. Meanwhile the memory bus is not left idle: the first item of
@@ -201,14 +221,19 @@ static int grab(steal_range *R, int own, int *it) {
     }
 }
 
-/* Rows r0..r1 of y = x W^T (n rows) with the weights the model infers with. */
-static void product(const fused *f, const float *W, int in, float *y, int ldy, int r0, int r1,
-                    const float *x, const uint16_t *xb, int n) {
+/* Rows r0..r1 of y = x W^T (n rows) with the weights the model infers with: those of linear id
+ * of layer l (l == layers: the lm_head). xb: the input as prepare() left it for bf16 or
+ * quantized weights. */
+static void product(const fused *f, int l, lmf_linear_id id, int in, float *y, int ldy, int r0,
+                    int r1, const float *x, const uint16_t *xb, int n) {
     const lmf_model *m = f->m;
-    if (m->infer_bf16)
-        lmf_matvec_bf16_rows(y, ldy, xb, m->infer_bf16 + (W - m->params), n, in, r0, r1);
+    const char *W = weight_rows(m, l, id);
+    if (m->quantized)
+        lmf_qmatvec_rows(y, ldy, (const float *)xb, (lmf_qtype)m->qtype, W, n, in, r0, r1);
+    else if (m->infer_bf16)
+        lmf_matvec_bf16_rows(y, ldy, xb, (const uint16_t *)W, n, in, r0, r1);
     else
-        lmf_matvec_f32_rows(y, ldy, x, W, n, in, r0, r1);
+        lmf_matvec_f32_rows(y, ldy, x, (const float *)W, n, in, r0, r1);
 }
 
 /* x[:, r0..r1] += t[:, r0..r1]: the residual add of the o and down products. */
@@ -289,7 +314,7 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
         KD = c->kv_heads * c->head_dim, l = p / PH_PER_LAYER;
     if (p == f->n_phases - 1) {
         int r0 = it * f->rows_c, r1 = r0 + f->rows_c < c->vocab ? r0 + f->rows_c : c->vocab;
-        product(f, m->w.lm_head, C, f->logits, c->vocab, r0, r1, xn, xb, f->n_out);
+        product(f, c->layers, LMF_Q, C, f->logits, c->vocab, r0, r1, xn, xb, f->n_out);
         return;
     }
     const lmf_layer_weights *w = &m->w.layers[l];
@@ -306,7 +331,7 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
         else
             seg -= nk, id = LMF_V, y = b->v, ld = KD, bias = w->bv;
         int r0 = seg * f->rows_c, r1 = r0 + f->rows_c < ld ? r0 + f->rows_c : ld;
-        product(f, w->w[id], C, y, ld, r0, r1, xn, xb, n);
+        product(f, l, id, C, y, ld, r0, r1, xn, xb, n);
         if (bias)
             for (int i = 0; i < n; i++)
                 for (int r = r0; r < r1; r++) y[(size_t)i * ld + r] += bias[r];
@@ -317,14 +342,14 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
         break;
     case PH_O: {
         int r0 = it * f->rows_o, r1 = r0 + f->rows_o < C ? r0 + f->rows_o : C;
-        product(f, w->w[LMF_O], QD, b->xn, C, r0, r1, b->att, xb, n);
+        product(f, l, LMF_O, QD, b->xn, C, r0, r1, b->att, xb, n);
         residual(b->x, b->xn, n, C, r0, r1);
         break;
     }
     case PH_GU: {
         int r0 = it * f->rows_gu, r1 = r0 + f->rows_gu < F ? r0 + f->rows_gu : F;
-        product(f, w->w[LMF_GATE], C, b->gate, F, r0, r1, xn, xb, n);
-        product(f, w->w[LMF_UP], C, b->up, F, r0, r1, xn, xb, n);
+        product(f, l, LMF_GATE, C, b->gate, F, r0, r1, xn, xb, n);
+        product(f, l, LMF_UP, C, b->up, F, r0, r1, xn, xb, n);
         for (int i = 0; i < n; i++)
             swiglu_row(b->h + (size_t)i * F + r0, b->gate + (size_t)i * F + r0,
                        b->up + (size_t)i * F + r0, r1 - r0);
@@ -332,7 +357,7 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
     }
     default: {
         int r0 = it * f->rows_f, r1 = r0 + f->rows_f < C ? r0 + f->rows_f : C;
-        product(f, w->w[LMF_DOWN], F, b->xn, C, r0, r1, b->h, xb, n);
+        product(f, l, LMF_DOWN, F, b->xn, C, r0, r1, b->h, xb, n);
         residual(b->x, b->xn, n, C, r0, r1);
         break;
     }
@@ -363,7 +388,12 @@ static const float *prepare(const fused *f, const float *x, const float *norm, i
         rmsnorm_rows(xn, x, norm, n, in, m->cfg.rms_eps);
         x = xn;
     }
-    if (m->infer_bf16) lmf_round_bf16(xb, x, (size_t)n * in);
+    if (m->quantized) {
+        const float *o = lmf_quant_order_input((lmf_qtype)m->qtype, (float *)xb, x, n, in);
+        if (o == x) memcpy(xb, x, sizeof(float) * (size_t)n * in);
+    } else if (m->infer_bf16) {
+        lmf_round_bf16(xb, x, (size_t)n * in);
+    }
     return x;
 }
 
@@ -376,8 +406,7 @@ static void thread_run(fused *f) {
     uint8_t *pv = f->priv + (size_t)tid * f->priv_bytes;
     float *xn = (float *)pv;
     uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * (size_t)n * C));
-    float *scratch =
-        (float *)((uint8_t *)xb + align64(sizeof(uint16_t) * (size_t)n * widest_input(c)));
+    float *scratch = (float *)((uint8_t *)xb + align64(xb_size(m) * (size_t)n * widest_input(c)));
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         int p = l * PH_PER_LAYER;
@@ -405,7 +434,7 @@ static void thread_run(fused *f) {
             const float *row = b->x + (size_t)(b->pseqs[i].q_row + b->pseqs[i].n_new - 1) * C;
             rmsnorm_rows(xn + (size_t)k++ * C, row, m->w.final_norm, 1, C, c->rms_eps);
         }
-    if (m->infer_bf16) lmf_round_bf16(xb, xn, (size_t)f->n_out * C);
+    prepare(f, xn, NULL, f->n_out, C, NULL, xb);
     run_phase(f, last, tid, xn, xb, scratch);
 }
 

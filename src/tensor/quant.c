@@ -60,6 +60,23 @@ int lmf_qtype_parse(const char *name, lmf_qtype *out) {
                       name);
 }
 
+int lmf_qtype_from_bits(int bits, const char *type, lmf_qtype *out) {
+    const char *t = type ? type : "nf4";
+    if (bits == 8)
+        *out = LMF_Q8_0;
+    else if (bits != 4)
+        return lmf_errorf(LMF_EINVAL, "quantization_bit: %d, expected 4 or 8", bits);
+    else if (!strcmp(t, "nf4"))
+        *out = LMF_NF4;
+    else if (!strcmp(t, "fp4"))
+        *out = LMF_FP4;
+    else if (!strcmp(t, "int"))
+        *out = LMF_Q4_1;
+    else
+        return lmf_errorf(LMF_EINVAL, "quantization_type: \"%s\", expected nf4, fp4 or int", t);
+    return 0;
+}
+
 int lmf_qtype_block(lmf_qtype t) {
     return info[t].block;
 }

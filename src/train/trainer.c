@@ -73,22 +73,11 @@ static int compute_in_f32(trainer *t, const char *why) {
 /* QLoRA: the frozen base quantized (bitsandbytes' formats: 8 bits, or 4 as nf4 / fp4 / int). */
 static int setup_quantized_base(trainer *t) {
     const lmf_train_options *o = t->o;
-    const char *qt = o->quant_type ? o->quant_type : "nf4";
     lmf_qtype type;
-    if (o->quant_bits == 8)
-        type = LMF_Q8_0;
-    else if (o->quant_bits == 4 && !strcmp(qt, "nf4"))
-        type = LMF_NF4;
-    else if (o->quant_bits == 4 && !strcmp(qt, "fp4"))
-        type = LMF_FP4;
-    else if (o->quant_bits == 4 && !strcmp(qt, "int"))
-        type = LMF_Q4_1;
-    else if (o->quant_bits == 4)
-        return lmf_errorf(LMF_EINVAL, "quantization_type: \"%s\", expected nf4, fp4 or int", qt);
-    else
-        return lmf_errorf(LMF_EINVAL, "quantization_bit: %d, expected 4 or 8", o->quant_bits);
-    int rc = compute_in_f32(t, "bf16 with quantization_bit: the quantized matmuls take float32 "
-                               "inputs");
+    int rc = lmf_qtype_from_bits(o->quant_bits, o->quant_type, &type);
+    if (rc) return rc;
+    rc = compute_in_f32(t, "bf16 with quantization_bit: the quantized matmuls take float32 "
+                           "inputs");
     if (!rc) rc = lmf_model_quantize_base(t->m, (int)type);
     if (rc) return rc;
     size_t f32, held = lmf_model_base_bytes(t->m, &f32);

@@ -37,6 +37,15 @@ check_fails() { # the opposite: CMD must exit non-zero
         echo "PASS $_check_name"
     fi
 }
+check_said() { # check_said NAME PATTERN: the last check's output (out.txt) matches PATTERN
+    if grep -q "$2" "$WORK/out.txt"; then
+        echo "PASS $1"
+    else
+        echo "FAIL $1: no \"$2\" in:"
+        cat "$WORK/out.txt"
+        fail=$((fail + 1))
+    fi
+}
 demo_model() { # demo_model ARCH SEED: ./tok (a 400-token BPE trained on data/demo) and ./model
     check "train a tokenizer on the demo corpus" "$LMF" tokenizer train --corpus "$LMF_SRC/data/demo/corpus.txt" --vocab-size 400 --out tok
     check "init a tiny $1 model sized to it" "$LMF" init-model --arch "$1" --preset tiny --seed "$2" --tokenizer tok --out model

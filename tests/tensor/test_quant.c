@@ -272,6 +272,26 @@ static void check_products(lmf_qtype t, int kind, int n, int out, int in) {
               lmf_qtype_name(t), kind_name[kind], n, out, in, e1, e2);
     CHECK_MSG(e3 <= 0, "%s %s n=%d out=%d in=%d: |y - x W^T| over sum|x| bound by %g",
               lmf_qtype_name(t), kind_name[kind], n, out, in, e3);
+    /* The single-thread rows form (the fused decode step's): rows [r0, r1) into a wider y,
+     * x in the kernels' order; the values of the whole product (the same bits below 16 input
+     * rows, where both run the same kernel; past them lmf_qmatmul goes through dequantized
+     * panels and the GEMM library), the rest untouched. */
+    int r0 = out / 3, r1 = out - out / 4, ld = out + 3;
+    float *xo = malloc(sizeof(float) * n * in), *yw = malloc(sizeof(float) * n * ld);
+    for (int j = 0; j < n * ld; j++) yw[j] = -7.0f;
+    lmf_qmatvec_rows(yw, ld, lmf_quant_order_input(t, xo, x, n, in), t, q, n, in, r0, r1);
+    int same = 1;
+    double ymax = 1e-30;
+    for (int j = 0; j < n * out; j++) ymax = fmax(ymax, fabs(y[j]));
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < ld; o++) {
+            float want = o >= r0 && o < r1 ? y[(size_t)i * out + o] : -7.0f,
+                  got = yw[(size_t)i * ld + o];
+            same &= n < 16 || want == -7.0f ? got == want : fabs(got - want) <= 1e-5 * ymax;
+        }
+    CHECK_MSG(same, "%s rows [%d, %d) of n=%d out=%d in=%d: differ from lmf_qmatmul",
+              lmf_qtype_name(t), r0, r1, n, out, in);
+    free(xo), free(yw);
     lmf_qmatmul_t(dx, dy, t, q, n, out, in);
     lmf_qmatmul_t_ref(dxr, dy, t, q, n, out, in);
     double ed = 0;
