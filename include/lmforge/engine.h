@@ -47,13 +47,14 @@ typedef struct lmf_request_params {
 } lmf_request_params;
 
 typedef struct lmf_engine_config {
-    int block_size;        /* tokens per KV block (16) */
-    int n_blocks;          /* KV pool size: bounds concurrency */
-    int max_batch_tokens;  /* per-step token budget (prefill chunks + decodes) */
-    int max_running;       /* sequences decoding together */
-    int max_waiting;       /* queue bound: lmf_engine_submit returns > 0 ("try later") past it */
-    int prefix_caching;    /* reuse full blocks of identical prefixes */
-    lmf_kv_dtype kv_dtype; /* element type of the KV pool (LMF_KV_F32) */
+    /* Element type of the KV pool (LMF_KV_F32). */
+    lmf_kv_dtype kv_dtype;
+    int block_size;       /* tokens per KV block (16) */
+    int n_blocks;         /* KV pool size: bounds concurrency */
+    int max_batch_tokens; /* per-step token budget (prefill chunks + decodes) */
+    int max_running;      /* sequences decoding together */
+    int max_waiting;      /* queue bound: lmf_engine_submit returns > 0 ("try later") past it */
+    int prefix_caching;   /* reuse full blocks of identical prefixes */
 } lmf_engine_config;
 
 typedef struct lmf_engine_stats {

@@ -46,13 +46,13 @@ struct lmf_engine {
 };
 
 void lmf_engine_config_defaults(lmf_engine_config *c) {
+    c->kv_dtype = LMF_KV_F32;
     c->block_size = 16;
     c->n_blocks = 256;
     c->max_batch_tokens = 512;
     c->max_running = 64;
     c->max_waiting = 256;
     c->prefix_caching = 1;
-    c->kv_dtype = LMF_KV_F32;
 }
 
 int lmf_engine_create(lmf_engine **out, lmf_model *m, const lmf_engine_config *c) {
