@@ -241,9 +241,11 @@ void lmf_round_bf16(uint16_t *xb, const float *x, size_t n) {
 
 /* The threaded products: weight rows in blocks of WBLOCK, one block per OpenMP iteration
  * (static schedule, so each thread streams one contiguous range). */
+#if defined(__AVX512F__)
 static int n_wblocks(int out) {
     return (out + WBLOCK - 1) / WBLOCK;
 }
+#endif
 
 void lmf_matvec_f32(float *y, const float *x, const float *W, int n, int out, int in) {
     if (n <= 0 || out <= 0) return;
