@@ -10,8 +10,16 @@
  * a second apart is noisy; the "paired" column also times, token by token, one streaming read
  * of exactly the bytes a token reads (the same probe) and one decode step back to back, and
  * gives the sum of the read times over the sum of the decode times.
- * Usage: bench_decode [--preset llama-110m] [--threads 2] [--prompt 128] [--tokens 64]
- *                     [--reps 5] [--dtype f32,bf16,...|both|all] [--buffer-mb 1024] */
+ * A second table decodes at a long context (--kv-context cached tokens, 0 to skip) over a
+ * float32, a bfloat16 and an int8 KV cache side by side (kv_cache_dtype), with the weights of
+ * --kv-weights (f32, bf16 or a block format): there the cache a token reads (151 MB f32 at 2048
+ * tokens of llama-110m) is of the order of the weights. The three caches are prefilled with the
+ * same prompt, then their runs alternate (rep 1 of each, rep 2 of each, ...) so that a change of
+ * machine load hits all three alike; each figure is the best and the median of --reps runs of
+ * --tokens decodes. Usage: bench_decode [--preset llama-110m] [--threads 2] [--prompt 128]
+ * [--tokens 64]
+ *                     [--reps 5] [--dtype f32,bf16,...|both|all] [--buffer-mb 1024]
+ *                     [--kv-context 2048] [--kv-weights f32] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +108,82 @@ static int make_model(lmf_model **m, const lmf_model_config *cfg, const char *na
     return lmf_model_quantize_base(*m, (int)q);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The long-context table: decode tokens/s over each KV cache type at ctx cached tokens. */
+static int kv_context_bench(const lmf_model_config *c, int ctx, int T, int reps,
+                            const char *weights) {
+    int bs = 16, n_blocks = (ctx + T + bs - 1) / bs, V = c->vocab;
+    lmf_model *m = NULL;
+    int rc = make_model(&m, c, weights);
+    if (rc) return rc;
+    lmf_kv_pool kv[LMF_KV_DTYPE_COUNT];
+    memset(kv, 0, sizeof kv);
+    int32_t *ids = malloc(sizeof(int32_t) * (ctx + T)), *table = malloc(sizeof(int32_t) * n_blocks);
+    float *logits = malloc(sizeof(float) * V);
+    double *tps = calloc((size_t)LMF_KV_DTYPE_COUNT * reps, sizeof(double));
+    if (!ids || !table || !logits || !tps) rc = lmf_errorf(LMF_ENOMEM, "out of memory");
+    lmf_rng rng;
+    lmf_rng_seed(&rng, 8);
+    for (int i = 0; i < ctx + T && !rc; i++) ids[i] = (int32_t)(lmf_rng_u64(&rng) % V);
+    for (int i = 0; i < n_blocks && !rc; i++) table[i] = i;
+    /* Prefill each cache in chunks of 256 tokens. */
+    for (int t = 0; t < LMF_KV_DTYPE_COUNT && !rc; t++) {
+        rc = lmf_kv_pool_create_dtype(&kv[t], m, bs, n_blocks, (lmf_kv_dtype)t);
+        for (int p = 0; p < ctx && !rc; p += 256) {
+            lmf_seq_step s = {ids + p, ctx - p < 256 ? ctx - p : 256, p, table, n_blocks, 0, NULL};
+            rc = lmf_model_step(m, &kv[t], &s, 1, NULL);
+        }
+    }
+    /* Token by token, the three caches in turn: a change of load hits all three alike. */
+    double total[LMF_KV_DTYPE_COUNT] = {0};
+    for (int r = 0; r < reps && !rc; r++) {
+        double run[LMF_KV_DTYPE_COUNT] = {0};
+        for (int k = 0; k < T && !rc; k++)
+            for (int t = 0; t < LMF_KV_DTYPE_COUNT && !rc; t++) {
+                lmf_seq_step s = {ids + ctx + k, 1, ctx + k, table, n_blocks, 1, NULL};
+                double t0 = lmf_time_sec();
+                rc = lmf_model_step(m, &kv[t], &s, 1, logits);
+                run[t] += lmf_time_sec() - t0;
+            }
+        for (int t = 0; t < LMF_KV_DTYPE_COUNT; t++)
+            tps[t * reps + r] = T / run[t], total[t] += run[t];
+    }
+    if (!rc) {
+        printf("\nlong context: %d cached tokens, %s weights, %d decoded tokens a run, best and "
+               "median of %d runs; the caches take turns token by token, and 'interleaved' is "
+               "float32's summed decode time over this one's\n",
+               ctx, weights, T, reps);
+        printf("%-9s %12s %13s %13s %12s %12s\n", "kv dtype", "KV MB/token", "decode tok/s",
+               "median tok/s", "best vs f32", "interleaved");
+        double best[LMF_KV_DTYPE_COUNT], med[LMF_KV_DTYPE_COUNT], mb[LMF_KV_DTYPE_COUNT];
+        for (int t = 0; t < LMF_KV_DTYPE_COUNT; t++) {
+            double *x = tps + (size_t)t * reps;
+            qsort(x, reps, sizeof *x, cmp_double);
+            best[t] = x[reps - 1], med[t] = x[reps / 2];
+            /* the cache bytes a decoded token reads, at the runs' middle position */
+            mb[t] =
+                (double)lmf_kv_bytes_per_block(c, bs, (lmf_kv_dtype)t) / bs * (ctx + T / 2) / 1e6;
+            printf("%-9s %12.1f %13.1f %13.1f %11.2fx %11.2fx\n",
+                   lmf_kv_dtype_name((lmf_kv_dtype)t), mb[t], best[t], med[t], best[t] / best[0],
+                   total[0] / total[t]);
+        }
+        for (int t = 0; t < LMF_KV_DTYPE_COUNT; t++)
+            printf("{\"kv_dtype\": \"%s\", \"context\": %d, \"weights\": \"%s\", "
+                   "\"kv_mb_per_token\": %.1f, \"decode_tok_s\": %.1f, \"median_tok_s\": %.1f, "
+                   "\"best_vs_f32\": %.3f, \"interleaved_vs_f32\": %.3f}\n",
+                   lmf_kv_dtype_name((lmf_kv_dtype)t), ctx, weights, mb[t], best[t], med[t],
+                   best[t] / best[0], total[0] / total[t]);
+    }
+    for (int t = 0; t < LMF_KV_DTYPE_COUNT; t++) lmf_kv_pool_free(&kv[t]);
+    lmf_model_free(m);
+    free(ids), free(table), free(logits), free(tps);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *preset = opt(argc, argv, "--preset", "llama-110m"),
                *dtypes = opt(argc, argv, "--dtype", "f32,bf16");
@@ -112,6 +196,10 @@ int main(int argc, char **argv) {
     lmf_compute_set_threads(threads);
     lmf_model_config cfg;
     int rc = lmf_model_preset(&cfg, LMF_ARCH_LLAMA, preset);
+    int kv_ctx = atoi(opt(argc, argv, "--kv-context", "2048"));
+    /* llama-110m's 1024 positions stretched to the long context (RoPE has no limit): the
+     * figures are about bytes read, and random weights make no text anyway. */
+    if (cfg.max_pos < kv_ctx + T) cfg.max_pos = kv_ctx + T;
     int bs = 16, n_blocks = (P + T + bs - 1) / bs;
     float *buf = malloc(sizeof(float) * buf_n), *logits = malloc(sizeof(float) * cfg.vocab);
     int32_t *ids = malloc(sizeof(int32_t) * (P + T + 1)),
@@ -182,6 +270,8 @@ int main(int argc, char **argv) {
                f32_dec > 0 ? best_dec / f32_dec : 0, threads);
         fflush(stdout);
     }
+    if (!rc && kv_ctx > 0)
+        rc = kv_context_bench(&cfg, kv_ctx, T, reps, opt(argc, argv, "--kv-weights", "f32"));
     if (rc) fprintf(stderr, "bench_decode: %s\n", lmf_last_error());
     if (sink == 1.2345) printf("\n");
     free(buf), free(logits), free(ids), free(table), free(list);

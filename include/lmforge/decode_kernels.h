@@ -30,17 +30,26 @@ void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, const uint16_t 
                           int r0, int r1);
 void lmf_round_bf16(uint16_t *xb, const float *x, size_t n);
 
+/* Rows of D floats into a KV cache of type t, and back: FLOAT32 copies; BF16 rounds to nearest
+ * even (lmf_f32_to_bf16's bits); INT8 writes one scale per row to scales[r] (max|x| / 127; 0 for
+ * a row of zeros) and round(x / scale) clamped to [-127, 127]. scales is unused otherwise. */
+void lmf_kv_store_rows(lmf_kv_dtype t, void *dst, float *scales, const float *src, int rows, int D);
+void lmf_kv_load_rows(lmf_kv_dtype t, float *dst, const void *src, const float *scales, int rows,
+                      int D);
+
 /* The backend's attn_paged contract (see lmforge/tensor.h), vectorised: one work item per
  * (new token, KV head) reads each cached key and value row once for all the query heads of
- * its group, with an online softmax over chunks of the sequence's blocks. */
-void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float *v,
+ * its group, with an online softmax over chunks of the sequence's blocks. bf16 and int8 rows
+ * are widened to float32 as they are read (int8 scales folded into the scores and the value
+ * weights), never copied out. */
+void lmf_attn_paged_fast(float *out, const float *q, const void *k, const void *v,
                          const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s);
 
 /* One (new token, KV head) item of lmf_attn_paged_fast on the calling thread: the query heads
  * of KV head kvh of token row `row` (a row of sequence sq) against sq's cache; out and q are
  * (rows, H * D) as in lmf_attn_paged_fast. scratch holds lmf_attn_paged_scratch(s) floats. */
 size_t lmf_attn_paged_scratch(const lmf_paged_shape *s);
-void lmf_attn_paged_item(float *out, const float *q, const float *k, const float *v,
+void lmf_attn_paged_item(float *out, const float *q, const void *k, const void *v,
                          const lmf_paged_seq *sq, int row, int kvh, const lmf_paged_shape *s,
                          float *scratch);
 

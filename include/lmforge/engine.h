@@ -47,6 +47,8 @@ typedef struct lmf_request_params {
 } lmf_request_params;
 
 typedef struct lmf_engine_config {
+    /* Element type of the KV pool (LMF_KV_F32). */
+    lmf_kv_dtype kv_dtype;
     int block_size;       /* tokens per KV block (16) */
     int n_blocks;         /* KV pool size: bounds concurrency */
     int max_batch_tokens; /* per-step token budget (prefill chunks + decodes) */

@@ -240,17 +240,27 @@ size_t lmf_model_activation_bytes(const lmf_model *m);
 /* ---- inference: a decode step over a paged KV cache ---- */
 
 /* KV storage for inference: n_blocks blocks of block_size token slots for every layer, from
- * the model's backend. Layout (n_blocks, layers, block_size, kv_dim), kv_dim = KVH*D, so one
- * block is contiguous. Which block belongs to which sequence (and prefix sharing) is the
- * serving layer's business; the model only reads and writes through block tables. */
+ * the model's backend, with values of type dtype (float32, bfloat16, or int8 rows with a float32
+ * scale each: lmf_kv_dtype). A block is contiguous and self-contained: layers one after the
+ * other, layer_bytes apart; a layer's part holds its (block_size, kv_dim) values, kv_dim =
+ * KVH*D, then with INT8, scale_off bytes from them, its (block_size, KVH) scales. Which block
+ * belongs to which sequence (and prefix sharing) is the serving layer's business; the model only
+ * reads and writes through block tables. */
 typedef struct lmf_kv_pool {
-    int block_size, n_blocks, layers, kv_dim;
-    size_t block_stride; /* floats from one block to the next */
-    float *k, *v;
+    int block_size, n_blocks, layers, kv_dim, kv_heads;
+    lmf_kv_dtype dtype;
+    size_t layer_bytes; /* from one layer's part of a block to the next's */
+    size_t block_bytes; /* from one block to the next: layers * layer_bytes */
+    size_t scale_off;   /* INT8: from a layer's values to its scales; 0 otherwise */
+    uint8_t *kbuf, *vbuf;
     const lmf_backend *be;
 } lmf_kv_pool;
-size_t lmf_kv_bytes_per_block(const lmf_model_config *cfg, int block_size);
+/* Bytes of one block of block_size tokens (keys and values, every layer) with values of type t. */
+size_t lmf_kv_bytes_per_block(const lmf_model_config *cfg, int block_size, lmf_kv_dtype t);
+/* A float32 pool (lmf_kv_pool_create_dtype with LMF_KV_F32). */
 int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks);
+int lmf_kv_pool_create_dtype(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks,
+                             lmf_kv_dtype t);
 void lmf_kv_pool_free(lmf_kv_pool *p);
 
 /* One sequence's part of a step: n_new tokens at positions start.. (a prefill chunk, or one

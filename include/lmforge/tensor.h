@@ -35,9 +35,23 @@ typedef struct lmf_attn_shape {
     float scale; /* usually 1/sqrt(D) */
 } lmf_attn_shape;
 
+/* Element type of a paged KV cache. INT8 stores each row of D values (one KV head of one token)
+ * as D int8 q with one float32 scale: x ~= q * scale, scale = max|x| / 127, q = round(x / scale)
+ * (so |x - q * scale| <= scale / 2); the scales live in the same block as the rows. */
+typedef enum lmf_kv_dtype { LMF_KV_F32, LMF_KV_BF16, LMF_KV_INT8, LMF_KV_DTYPE_COUNT } lmf_kv_dtype;
+
+/* "float32", "bfloat16", "int8" (the kv_cache_dtype config values). */
+const char *lmf_kv_dtype_name(lmf_kv_dtype t);
+/* Those names, and "auto" for float32; 0 or LMF_EUNSUPPORTED (no message set). */
+int lmf_kv_dtype_parse(const char *name, lmf_kv_dtype *out);
+size_t lmf_kv_dtype_size(lmf_kv_dtype t); /* bytes per value, scales aside: 4, 2, 1 */
+
 /* Attention of new tokens over a paged KV cache (inference). A layer's cache is a set of blocks
  * of block_size token slots; token t of a sequence lives in block table[t / block_size], slot
- * t % block_size, at k + table[..] * block_stride + slot * kv_dim (v likewise), kv_dim = KVH*D.
+ * t % block_size: its row of KV head h starts at byte
+ *   table[..] * block_bytes + (slot * KVH + h) * D * lmf_kv_dtype_size(dtype)
+ * from k (v likewise), and with INT8 its scale is the float at byte
+ *   table[..] * block_bytes + scale_off + (slot * KVH + h) * 4.
  * The sequence's new tokens are rows q_row .. q_row + n_new - 1 of q/out (stride H*D), at
  * positions start .. start + n_new - 1, already written into the cache; each attends to cache
  * positions 0 .. its own. */
@@ -48,8 +62,10 @@ typedef struct lmf_paged_seq {
 
 typedef struct lmf_paged_shape {
     int H, KVH, D, block_size;
-    size_t block_stride; /* floats between consecutive blocks of the same layer */
+    size_t block_bytes; /* bytes between consecutive blocks of the same layer */
     float scale;
+    lmf_kv_dtype dtype; /* of the cached values */
+    size_t scale_off;   /* INT8: bytes from a block's rows of the layer to their scales */
 } lmf_paged_shape;
 
 typedef struct lmf_backend {
@@ -106,7 +122,7 @@ typedef struct lmf_backend {
                      const float *lse, const float *q, const float *k, const float *v,
                      const int32_t *seg, const lmf_attn_shape *s);
 
-    void (*attn_paged)(float *out, const float *q, const float *k, const float *v,
+    void (*attn_paged)(float *out, const float *q, const void *k, const void *v,
                        const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s);
 
     /* h = silu(gate) * up; backward gives dgate and dup. */

@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <stddef.h>
 
+#include "lmforge/tensor.h"
+
 int lmf_cmd_init_model(int argc, char **argv);
 int lmf_cmd_score(int argc, char **argv);
 int lmf_cmd_env(int argc, char **argv);
@@ -54,5 +56,8 @@ int lmf_cli_router_start(const struct lmf_router_config *rc, struct lmf_router *
 int lmf_cli_api_replicas(const struct lmf_config *c, int argc, char **argv);
 /* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
 int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
+/* kv_cache_dtype (api, chat): the KV pool's element type; a bad value is an error naming the
+ * config file, the key and the accepted values. */
+int lmf_cli_kv_cache_dtype(const struct lmf_config *c, lmf_kv_dtype *out);
 
 #endif

@@ -45,7 +45,9 @@ static int engine_config(const lmf_config *cfg, const lmf_model *m, lmf_engine_c
     ec->max_batch_tokens = (int)lmf_config_int(cfg, "max_num_batched_tokens");
     ec->max_waiting = (int)lmf_config_int(cfg, "max_waiting_requests");
     ec->prefix_caching = lmf_config_bool(cfg, "enable_prefix_caching");
-    size_t per_block = lmf_kv_bytes_per_block(&m->cfg, ec->block_size);
+    int rc = lmf_cli_kv_cache_dtype(cfg, &ec->kv_dtype);
+    if (rc) return rc;
+    size_t per_block = lmf_kv_bytes_per_block(&m->cfg, ec->block_size, ec->kv_dtype);
     long long ctx_blocks = (m->cfg.max_pos + ec->block_size - 1) / ec->block_size + 1;
     long long n;
     if (lmf_config_is_set(cfg, "kv_cache_bytes")) {
@@ -61,9 +63,10 @@ static int engine_config(const lmf_config *cfg, const lmf_model *m, lmf_engine_c
     }
     if (n > (1 << 30)) n = 1 << 30;
     ec->n_blocks = (int)n;
-    printf("KV cache: %d blocks x %d tokens = %lld tokens, %.1f MiB (%zu bytes per block)\n",
+    printf("KV cache: %d blocks x %d tokens = %lld tokens, %.1f MiB (%zu bytes per block, %s)\n",
            ec->n_blocks, ec->block_size, (long long)ec->n_blocks * ec->block_size,
-           (double)per_block * ec->n_blocks / (1 << 20), per_block);
+           (double)per_block * ec->n_blocks / (1 << 20), per_block,
+           lmf_kv_dtype_name(ec->kv_dtype));
     return 0;
 }
 
@@ -151,6 +154,16 @@ int lmf_cli_apply_infer_dtype(const lmf_config *cfg, lmf_model *m) {
     }
     if (auto_t || !strcmp(t, "float32")) return 0;
     return lmf_model_set_infer_dtype(m, LMF_BF16);
+}
+
+int lmf_cli_kv_cache_dtype(const lmf_config *cfg, lmf_kv_dtype *out) {
+    const char *t = lmf_config_str(cfg, "kv_cache_dtype");
+    *out = LMF_KV_F32;
+    if (t && lmf_kv_dtype_parse(t, out))
+        return lmf_errorf(LMF_EINVAL,
+                          "%s: kv_cache_dtype \"%s\": expected auto, float32, bfloat16 or int8",
+                          cfg->path, t);
+    return 0;
 }
 
 /* lora_modules: "name=path,name2=path2", each adapter loaded on the base without merging. */

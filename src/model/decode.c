@@ -23,23 +23,40 @@ enum { MATVEC_MAX_ROWS = 8 };
  * for 4-64 rows) for that: under load the served throughput at 8-32 clients was 1.3-2x higher
  * (docs/serving.md). */
 
-size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size) {
-    return 2 * sizeof(float) * (size_t)c->layers * block_size * c->kv_heads * c->head_dim;
+/* A layer's part of a block: its values, then with INT8 its scales, each 64-byte aligned. */
+static size_t kv_layer_bytes(const lmf_model_config *c, int block_size, lmf_kv_dtype t,
+                             size_t *scale_off) {
+    size_t rows = (size_t)block_size * c->kv_heads,
+           vals = (rows * c->head_dim * lmf_kv_dtype_size(t) + 63) & ~(size_t)63;
+    if (scale_off) *scale_off = t == LMF_KV_INT8 ? vals : 0;
+    return vals + (t == LMF_KV_INT8 ? (rows * sizeof(float) + 63) & ~(size_t)63 : 0);
+}
+
+size_t lmf_kv_bytes_per_block(const lmf_model_config *c, int block_size, lmf_kv_dtype t) {
+    return 2 * (size_t)c->layers * kv_layer_bytes(c, block_size, t, NULL);
 }
 
 int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks) {
+    return lmf_kv_pool_create_dtype(p, m, block_size, n_blocks, LMF_KV_F32);
+}
+
+int lmf_kv_pool_create_dtype(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks,
+                             lmf_kv_dtype t) {
     memset(p, 0, sizeof *p);
     if (block_size <= 0 || n_blocks <= 0)
         return lmf_errorf(LMF_EINVAL,
                           "kv cache: block_size and the number of blocks must be positive");
+    if ((unsigned)t >= LMF_KV_DTYPE_COUNT)
+        return lmf_errorf(LMF_EINVAL, "kv cache: unknown element type %d", (int)t);
     p->block_size = block_size, p->n_blocks = n_blocks, p->layers = m->cfg.layers;
-    p->kv_dim = m->cfg.kv_heads * m->cfg.head_dim;
-    p->block_stride = (size_t)p->layers * block_size * p->kv_dim;
+    p->kv_heads = m->cfg.kv_heads, p->kv_dim = m->cfg.kv_heads * m->cfg.head_dim, p->dtype = t;
+    p->layer_bytes = kv_layer_bytes(&m->cfg, block_size, t, &p->scale_off);
+    p->block_bytes = p->layer_bytes * p->layers;
     p->be = m->be;
-    size_t bytes = sizeof(float) * p->block_stride * n_blocks;
-    p->k = m->be->alloc(bytes);
-    p->v = p->k ? m->be->alloc(bytes) : NULL;
-    if (!p->v) {
+    size_t bytes = p->block_bytes * n_blocks;
+    p->kbuf = m->be->alloc(bytes);
+    p->vbuf = p->kbuf ? m->be->alloc(bytes) : NULL;
+    if (!p->vbuf) {
         lmf_kv_pool_free(p);
         return lmf_errorf(LMF_ENOMEM, "kv cache: cannot allocate 2 x %zu bytes for %d blocks",
                           bytes, n_blocks);
@@ -47,9 +64,23 @@ int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n
     return 0;
 }
 
+void lmf_kv_write(lmf_kv_pool *kv, int l, int block, int slot, int h0, int nh, const float *k,
+                  const float *v) {
+    int D = kv->kv_dim / kv->kv_heads;
+    size_t off = (size_t)block * kv->block_bytes + (size_t)l * kv->layer_bytes,
+           row = (size_t)slot * kv->kv_heads + h0,
+           vals = off + row * D * lmf_kv_dtype_size(kv->dtype),
+           scales = off + kv->scale_off + row * sizeof(float);
+    int q8 = kv->dtype == LMF_KV_INT8;
+    lmf_kv_store_rows(kv->dtype, kv->kbuf + vals, q8 ? (float *)(kv->kbuf + scales) : NULL, k, nh,
+                      D);
+    lmf_kv_store_rows(kv->dtype, kv->vbuf + vals, q8 ? (float *)(kv->vbuf + scales) : NULL, v, nh,
+                      D);
+}
+
 void lmf_kv_pool_free(lmf_kv_pool *p) {
-    if (p->k) p->be->free(p->k);
-    if (p->v) p->be->free(p->v);
+    if (p->kbuf) p->be->free(p->kbuf);
+    if (p->vbuf) p->be->free(p->vbuf);
     memset(p, 0, sizeof *p);
 }
 
@@ -158,17 +189,21 @@ static int validate(const lmf_model *m, const lmf_kv_pool *kv, const lmf_seq_ste
     return 0;
 }
 
-/* Copies this layer's new K and V rows into their cache slots. */
+lmf_paged_shape lmf_kv_paged_shape(const lmf_kv_pool *kv, const lmf_model_config *c) {
+    return (lmf_paged_shape){c->heads,       c->kv_heads,     c->head_dim,
+                             kv->block_size, kv->block_bytes, 1.0f / sqrtf((float)c->head_dim),
+                             kv->dtype,      kv->scale_off};
+}
+
+/* Stores this layer's new K and V rows into their cache slots (converted to the cache's type). */
 static void write_cache(lmf_kv_pool *kv, int l, const lmf_seq_step *seqs, int n_seqs,
                         const float *k, const float *v) {
-    size_t row = 0, bytes = sizeof(float) * kv->kv_dim;
+    size_t row = 0;
     for (int i = 0; i < n_seqs; i++)
         for (int t = 0; t < seqs[i].n_new; t++, row++) {
             int p = seqs[i].start + t;
-            size_t off = seqs[i].table[p / kv->block_size] * kv->block_stride +
-                         ((size_t)l * kv->block_size + p % kv->block_size) * kv->kv_dim;
-            kv->be->copy(kv->k + off, k + row * kv->kv_dim, bytes);
-            kv->be->copy(kv->v + off, v + row * kv->kv_dim, bytes);
+            lmf_kv_write(kv, l, seqs[i].table[p / kv->block_size], p % kv->block_size, 0,
+                         kv->kv_heads, k + row * kv->kv_dim, v + row * kv->kv_dim);
         }
 }
 
@@ -245,8 +280,8 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
             b.pos[row] = seqs[i].start + t;
         }
     }
-    lmf_paged_shape ps = {H, KVH, D, kv->block_size, kv->block_stride, 1.0f / sqrtf((float)D)};
-    void (*attn)(float *, const float *, const float *, const float *, const lmf_paged_seq *, int,
+    lmf_paged_shape ps = lmf_kv_paged_shape(kv, &m->cfg);
+    void (*attn)(float *, const float *, const void *, const void *, const lmf_paged_seq *, int,
                  const lmf_paged_shape *) =
         be == lmf_backend_cpu() ? lmf_attn_paged_fast : be->attn_paged;
     if (m->qembed) {
@@ -274,8 +309,8 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         be->rope(b.q, H * D, b.pos, m->inv_freq, n, H, D, 0);
         be->rope(b.k, KVH * D, b.pos, m->inv_freq, n, KVH, D, 0);
         write_cache(kv, l, seqs, n_seqs, b.k, b.v);
-        size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
-        attn(b.att, b.q, kv->k + layer_off, kv->v + layer_off, b.pseqs, n_seqs, &ps);
+        size_t layer_off = (size_t)l * kv->layer_bytes;
+        attn(b.att, b.q, kv->kbuf + layer_off, kv->vbuf + layer_off, b.pseqs, n_seqs, &ps);
         step_linear(m, l, LMF_O, b.att, b.xn, NULL, seqs, n_seqs, &b);
         be->add(b.x, b.xn, (size_t)n * C);
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->mlp_norm, n, C, c->rms_eps);

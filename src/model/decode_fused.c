@@ -74,7 +74,7 @@ static size_t xb_size(const lmf_model *m) {
 
 static size_t priv_bytes(const lmf_model *m, int n) {
     const lmf_model_config *c = &m->cfg;
-    lmf_paged_shape s = {c->heads, c->kv_heads, c->head_dim, 1, 0, 0};
+    lmf_paged_shape s = {c->heads, c->kv_heads, c->head_dim, 1, 0, 0, LMF_KV_F32, 0};
     return align64(sizeof(float) * (size_t)n * c->hidden) +
            align64(xb_size(m) * (size_t)n * widest_input(c)) +
            align64(sizeof(float) * lmf_attn_paged_scratch(&s));
@@ -297,16 +297,12 @@ static void attention_item(const fused *f, int l, int it, float *scratch) {
         }
         rope_heads(qh, G, D, pos, m->inv_freq);
         rope_heads(kh, 1, D, pos, m->inv_freq);
-        size_t off = sq->table[pos / kv->block_size] * kv->block_stride +
-                     ((size_t)l * kv->block_size + pos % kv->block_size) * kv->kv_dim +
-                     (size_t)kvh * D;
-        memcpy(kv->k + off, kh, sizeof(float) * D);
-        memcpy(kv->v + off, vh, sizeof(float) * D);
+        lmf_kv_write(kv, l, sq->table[pos / kv->block_size], pos % kv->block_size, kvh, 1, kh, vh);
     }
-    size_t layer_off = (size_t)l * kv->block_size * kv->kv_dim;
+    size_t layer_off = (size_t)l * kv->layer_bytes;
     for (int t = 0; t < sq->n_new; t++)
-        lmf_attn_paged_item(b->att, b->q, kv->k + layer_off, kv->v + layer_off, sq, sq->q_row + t,
-                            kvh, &f->ps, scratch);
+        lmf_attn_paged_item(b->att, b->q, kv->kbuf + layer_off, kv->vbuf + layer_off, sq,
+                            sq->q_row + t, kvh, &f->ps, scratch);
 }
 
 static void do_item(const fused *f, int p, int it, const float *xn, const uint16_t *xb,
@@ -460,8 +456,7 @@ void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int
     f.rows_f = item_rows(m, c->ffn);
     f.rows_gu = (f.rows_c / 2) & ~3;
     if (f.rows_gu < 4) f.rows_gu = 4;
-    f.ps = (lmf_paged_shape){c->heads,       c->kv_heads,      c->head_dim,
-                             kv->block_size, kv->block_stride, 1.0f / sqrtf((float)c->head_dim)};
+    f.ps = lmf_kv_paged_shape(kv, c);
     uint8_t *p = b->extra;
     f.ph = (phase_sync *)p;
     p += sizeof(phase_sync) * f.n_phases;

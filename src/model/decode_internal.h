@@ -13,6 +13,13 @@ typedef struct step_bufs {
     void *extra; /* 64-byte aligned bytes the caller asked for beside the above */
 } step_bufs;
 
+/* Stores heads h0 .. h0 + nh - 1 of one token's new K and V rows (nh * D floats each, from k and
+ * v) into slot `slot` of pool block `block`, layer l, converted to the pool's element type. */
+void lmf_kv_write(lmf_kv_pool *kv, int l, int block, int slot, int h0, int nh, const float *k,
+                  const float *v);
+/* The attention kernels' view of the pool (for k, v = kbuf, vbuf + l * layer_bytes). */
+lmf_paged_shape lmf_kv_paged_shape(const lmf_kv_pool *kv, const lmf_model_config *c);
+
 /* Bytes of `extra` the fused step needs for n rows of n_seqs sequences on nt threads. */
 size_t lmf_fused_step_bytes(const lmf_model *m, int n, int n_seqs, int nt);
 

@@ -46,6 +46,7 @@ struct lmf_engine {
 };
 
 void lmf_engine_config_defaults(lmf_engine_config *c) {
+    c->kv_dtype = LMF_KV_F32;
     c->block_size = 16;
     c->n_blocks = 256;
     c->max_batch_tokens = 512;
@@ -63,7 +64,7 @@ int lmf_engine_create(lmf_engine **out, lmf_model *m, const lmf_engine_config *c
     lmf_engine *e = calloc(1, sizeof *e);
     if (!e) return lmf_errorf(LMF_ENOMEM, "engine: out of memory");
     e->m = m, e->c = *c, e->next_id = 1;
-    int rc = lmf_kv_pool_create(&e->kv, m, c->block_size, c->n_blocks);
+    int rc = lmf_kv_pool_create_dtype(&e->kv, m, c->block_size, c->n_blocks, c->kv_dtype);
     if (!rc) rc = lmf_block_mgr_init(&e->bm, c->n_blocks, c->block_size);
     if (!rc) rc = lmf_sampling_work_init(&e->work, m->cfg.vocab);
     int cap = c->max_running + c->max_waiting + 1;

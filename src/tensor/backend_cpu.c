@@ -4,6 +4,7 @@
 #include "lmforge/tensor.h"
 
 #include "host_memory.h"
+#include "lmforge/decode_kernels.h"
 
 #include <math.h>
 #include <omp.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "vexpf.h"
 
 #define PAR_MIN 4096 /* below this many elements, threads cost more than they save */
 
@@ -227,76 +229,6 @@ static void cpu_attn_bwd(float *dq, float *dk, float *dv, const float *dout, con
     }
 }
 
-/* One task per (sequence, query head): scores over the sequence's cached positions, then the
- * weighted sum of values, block by block. */
-static void cpu_attn_paged(float *out, const float *q, const float *k, const float *v,
-                           const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s) {
-    int H = s->H, D = s->D, group = H / s->KVH, kv_dim = s->KVH * D, bs = s->block_size;
-    int total = 0, max_len = 0;
-    for (int i = 0; i < n_seqs; i++) {
-        total += seqs[i].n_new;
-        if (seqs[i].start + seqs[i].n_new > max_len) max_len = seqs[i].start + seqs[i].n_new;
-    }
-#pragma omp parallel
-    {
-        float *p = malloc(sizeof(float) * (size_t)(max_len ? max_len : 1));
-#pragma omp for collapse(2) schedule(dynamic)
-        for (int row = 0; row < total; row++)
-            for (int h = 0; h < H; h++) {
-                int si = 0;
-                while (row >= seqs[si].q_row + seqs[si].n_new) si++;
-                const lmf_paged_seq *sq = &seqs[si];
-                int upto = sq->start + (row - sq->q_row);
-                const float *qv = q + (size_t)row * H * D + (size_t)h * D;
-                size_t hoff = (size_t)(h / group) * D;
-                float mx = -INFINITY;
-                for (int t = 0; t <= upto; t++) {
-                    const float *kv =
-                        k + sq->table[t / bs] * s->block_stride + (size_t)(t % bs) * kv_dim + hoff;
-                    float dot = 0;
-                    for (int d = 0; d < D; d++) dot += qv[d] * kv[d];
-                    p[t] = dot * s->scale;
-                    mx = p[t] > mx ? p[t] : mx;
-                }
-                float sum = 0;
-                for (int t = 0; t <= upto; t++) sum += (p[t] = expf(p[t] - mx));
-                float *o = out + (size_t)row * H * D + (size_t)h * D, inv = 1.0f / sum;
-                for (int d = 0; d < D; d++) o[d] = 0;
-                for (int t = 0; t <= upto; t++) {
-                    const float *vv =
-                        v + sq->table[t / bs] * s->block_stride + (size_t)(t % bs) * kv_dim + hoff;
-                    float w = p[t] * inv;
-                    for (int d = 0; d < D; d++) o[d] += w * vv[d];
-                }
-            }
-        free(p);
-    }
-}
-
-/* expf without a libm call, so loops over it vectorise (AVX-512: 16 lanes): Cody-Waite range
- * reduction x = n ln2 + r, Cephes' degree-6 polynomial for e^r, 2^n put into the exponent.
- * Relative error < 1e-7 (measured 8e-8 over [-87, 88]); x below -87 gives e^-87 (1.6e-38, not 0)
- * and above 88 gives e^88 (not inf): harmless where it is used (softmax terms after the max is
- * subtracted, sigmoid). NaN stays NaN. */
-static inline float vexpf(float x) {
-    float c = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    /* n = round(c / ln2) by the 1.5 * 2^23 trick: plain arithmetic, so it vectorises
-     * (floorf does not without -fno-trapping-math). */
-    float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = c - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return x != x ? x : p * scale;
-}
-
 static void cpu_swiglu_fwd(float *h, const float *gate, const float *up, size_t n) {
 #pragma omp parallel for simd if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
@@ -377,7 +309,7 @@ static const lmf_backend cpu_backend = {
     .rope = cpu_rope,
     .attn_fwd = cpu_attn_fwd,
     .attn_bwd = cpu_attn_bwd,
-    .attn_paged = cpu_attn_paged,
+    .attn_paged = lmf_attn_paged_fast,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .add = cpu_add,

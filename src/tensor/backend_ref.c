@@ -185,9 +185,29 @@ static void ref_attn_bwd(float *dq, float *dk, float *dv, const float *dout, con
             }
 }
 
-static void ref_attn_paged(float *out, const float *q, const float *k, const float *v,
+/* Element d of KV head h of token t of a sequence's paged cache, as a double (the layout of
+ * lmforge/tensor.h, element by element). */
+static double paged_elem(const void *base, const lmf_paged_seq *sq, int t, int h, int d,
+                         const lmf_paged_shape *s) {
+    size_t row = (size_t)(t % s->block_size) * s->KVH + h,
+           blk = (size_t)sq->table[t / s->block_size] * s->block_bytes;
+    const uint8_t *b = (const uint8_t *)base + blk;
+    switch (s->dtype) {
+    case LMF_KV_BF16:
+        return lmf_bf16_to_f32(((const uint16_t *)b)[row * s->D + d]);
+    case LMF_KV_INT8: {
+        float scale;
+        memcpy(&scale, b + s->scale_off + row * sizeof(float), sizeof scale);
+        return (double)((const int8_t *)b)[row * s->D + d] * scale;
+    }
+    default:
+        return ((const float *)b)[row * s->D + d];
+    }
+}
+
+static void ref_attn_paged(float *out, const float *q, const void *k, const void *v,
                            const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s) {
-    int H = s->H, D = s->D, group = H / s->KVH, kv_dim = s->KVH * D;
+    int H = s->H, D = s->D, group = H / s->KVH;
     for (int si = 0; si < n_seqs; si++) {
         const lmf_paged_seq *sq = &seqs[si];
         int len = sq->start + sq->n_new;
@@ -198,10 +218,9 @@ static void ref_attn_paged(float *out, const float *q, const float *k, const flo
                 int upto = sq->start + i;
                 double mx = -INFINITY, sum = 0;
                 for (int t = 0; t <= upto; t++) {
-                    size_t off = sq->table[t / s->block_size] * s->block_stride +
-                                 (size_t)(t % s->block_size) * kv_dim + (size_t)(h / group) * D;
                     double dot = 0;
-                    for (int d = 0; d < D; d++) dot += (double)qv[d] * k[off + d];
+                    for (int d = 0; d < D; d++)
+                        dot += (double)qv[d] * paged_elem(k, sq, t, h / group, d, s);
                     p[t] = dot * s->scale;
                     if (p[t] > mx) mx = p[t];
                 }
@@ -209,11 +228,8 @@ static void ref_attn_paged(float *out, const float *q, const float *k, const flo
                 float *o = out + (size_t)(sq->q_row + i) * H * D + (size_t)h * D;
                 for (int d = 0; d < D; d++) {
                     double acc = 0;
-                    for (int t = 0; t <= upto; t++) {
-                        size_t off = sq->table[t / s->block_size] * s->block_stride +
-                                     (size_t)(t % s->block_size) * kv_dim + (size_t)(h / group) * D;
-                        acc += p[t] * v[off + d];
-                    }
+                    for (int t = 0; t <= upto; t++)
+                        acc += p[t] * paged_elem(v, sq, t, h / group, d, s);
                     o[d] = (float)(acc / sum);
                 }
             }

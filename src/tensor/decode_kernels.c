@@ -4,6 +4,8 @@
  * contiguous row ranges so every core reads one sequential stream. */
 #include "lmforge/decode_kernels.h"
 
+#include "vexpf.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -239,9 +241,11 @@ void lmf_round_bf16(uint16_t *xb, const float *x, size_t n) {
 
 /* The threaded products: weight rows in blocks of WBLOCK, one block per OpenMP iteration
  * (static schedule, so each thread streams one contiguous range). */
+#if defined(__AVX512F__)
 static int n_wblocks(int out) {
     return (out + WBLOCK - 1) / WBLOCK;
 }
+#endif
 
 void lmf_matvec_f32(float *y, const float *x, const float *W, int n, int out, int in) {
     if (n <= 0 || out <= 0) return;
@@ -287,34 +291,109 @@ void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out
 #endif
 }
 
+/* ---- KV cache element types ---- */
+
+void lmf_kv_store_rows(lmf_kv_dtype t, void *dst, float *scales, const float *src, int rows,
+                       int D) {
+    size_t n = (size_t)rows * D;
+    if (t == LMF_KV_F32) {
+        memcpy(dst, src, sizeof(float) * n);
+        return;
+    }
+    if (t == LMF_KV_BF16) {
+        lmf_round_bf16(dst, src, n);
+        return;
+    }
+    int8_t *q = dst;
+    for (int r = 0; r < rows; r++) {
+        const float *x = src + (size_t)r * D;
+        float amax = 0;
+        for (int d = 0; d < D; d++) amax = fmaxf(amax, fabsf(x[d]));
+        /* An all-zero row (or one with an infinity) stores zeros: no division by zero, and no
+         * NaN or infinity converted to an integer. */
+        float inv = amax > 0 && amax <= 3.4e38f ? 127.0f / amax : 0.0f;
+        scales[r] = amax / 127.0f;
+        int8_t *qr = q + (size_t)r * D;
+        for (int d = 0; d < D; d++) {
+            float y = nearbyintf(x[d] * inv);
+            qr[d] = (int8_t)(y > 127.0f ? 127 : y < -127.0f ? -127 : y == y ? (int)y : 0);
+        }
+    }
+}
+
+void lmf_kv_load_rows(lmf_kv_dtype t, float *dst, const void *src, const float *scales, int rows,
+                      int D) {
+    size_t n = (size_t)rows * D;
+    if (t == LMF_KV_F32) {
+        memcpy(dst, src, sizeof(float) * n);
+    } else if (t == LMF_KV_BF16) {
+        const uint16_t *b = src;
+        for (size_t i = 0; i < n; i++) dst[i] = lmf_bf16_to_f32(b[i]);
+    } else {
+        const int8_t *q = src;
+        for (size_t i = 0; i < n; i++) dst[i] = (float)q[i] * scales[i / D];
+    }
+}
+
+/* ---- paged attention ---- */
+
 enum { CHUNK = 32 }; /* cached tokens scored together before one softmax rescale */
 
-/* One (new token, KV head) item: the G query heads of the group against the cache. */
-/* q . k over D floats. With AVX-512 and D a multiple of 16: two vector sums and one tree
+/* The kernel is written once for the three element types; each public entry instantiates it
+ * with a constant type, so the float32 instance compiles to the plain float32 kernel. */
+#define KV_INLINE static inline __attribute__((always_inline))
+
+/* Element d of a cached row of type T, as float (int8: unscaled). */
+KV_INLINE float kv_elem(const void *row, int d, lmf_kv_dtype T) {
+    if (T == LMF_KV_F32) return ((const float *)row)[d];
+    if (T == LMF_KV_BF16) return lmf_bf16_to_f32(((const uint16_t *)row)[d]);
+    return (float)((const int8_t *)row)[d];
+}
+
+#if defined(__AVX512F__)
+/* Elements d .. d+15 of a cached row of type T, widened to float (int8: unscaled). */
+KV_INLINE __m512 kv_load16(const void *row, int d, lmf_kv_dtype T) {
+    if (T == LMF_KV_F32) return _mm512_loadu_ps((const float *)row + d);
+    if (T == LMF_KV_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + d))),
+            16));
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)row + d))));
+}
+#endif
+
+/* q . k over D values. With AVX-512 and D a multiple of 16: two vector sums and one tree
  * reduction (the compiler's reduction of the plain loop added the 16 lanes one by one). */
-static inline float dot_row(const float *q, const float *k, int D) {
+KV_INLINE float dot_row(const float *q, const void *k, int D, lmf_kv_dtype T) {
 #if defined(__AVX512F__)
     if (D % 16 == 0) {
         __m512 a = _mm512_setzero_ps(), b = a;
         int d = 0;
         for (; d + 32 <= D; d += 32) {
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), a);
-            b = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), _mm512_loadu_ps(k + d + 16), b);
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), kv_load16(k, d, T), a);
+            b = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), kv_load16(k, d + 16, T), b);
         }
-        if (d < D) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), a);
+        if (d < D) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), kv_load16(k, d, T), a);
         return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
     }
 #endif
     float dot = 0;
+    if (T == LMF_KV_F32) {
+        const float *kf = k;
 #pragma omp simd reduction(+ : dot)
-    for (int d = 0; d < D; d++) dot += q[d] * k[d];
+        for (int d = 0; d < D; d++) dot += q[d] * kf[d];
+    } else {
+        for (int d = 0; d < D; d++) dot += q[d] * kv_elem(k, d, T);
+    }
     return dot;
 }
 
-/* a[0..D) += sum over t < nt of w[t] * rows[t * ld + 0..D). With AVX-512 and D a multiple of
- * 16, up to four 16-wide slices of a stay in registers across the rows (four independent FMA
- * chains) instead of a load and a store per row. */
-static inline void axpy_rows(float *a, const float *w, const float *rows, int ld, int nt, int D) {
+/* a[0..D) += sum over t < nt of w[t] * row t, the rows ld bytes apart. With AVX-512 and D a
+ * multiple of 16, up to four 16-wide slices of a stay in registers across the rows (four
+ * independent FMA chains) instead of a load and a store per row. */
+KV_INLINE void axpy_rows(float *a, const float *w, const uint8_t *rows, size_t ld, int nt, int D,
+                         lmf_kv_dtype T) {
 #if defined(__AVX512F__)
     if (D % 16 == 0) {
         for (int d = 0; d < D; d += 64) {
@@ -323,12 +402,12 @@ static inline void axpy_rows(float *a, const float *w, const float *rows, int ld
                    x2 = nv > 2 ? _mm512_loadu_ps(a + d + 32) : x0,
                    x3 = nv > 3 ? _mm512_loadu_ps(a + d + 48) : x0;
             for (int t = 0; t < nt; t++) {
-                const float *r = rows + (size_t)t * ld + d;
+                const uint8_t *r = rows + (size_t)t * ld;
                 __m512 wt = _mm512_set1_ps(w[t]);
-                x0 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(r), x0);
-                if (nv > 1) x1 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(r + 16), x1);
-                if (nv > 2) x2 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(r + 32), x2);
-                if (nv > 3) x3 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(r + 48), x3);
+                x0 = _mm512_fmadd_ps(wt, kv_load16(r, d, T), x0);
+                if (nv > 1) x1 = _mm512_fmadd_ps(wt, kv_load16(r, d + 16, T), x1);
+                if (nv > 2) x2 = _mm512_fmadd_ps(wt, kv_load16(r, d + 32, T), x2);
+                if (nv > 3) x3 = _mm512_fmadd_ps(wt, kv_load16(r, d + 48, T), x3);
             }
             _mm512_storeu_ps(a + d, x0);
             if (nv > 1) _mm512_storeu_ps(a + d + 16, x1);
@@ -339,36 +418,58 @@ static inline void axpy_rows(float *a, const float *w, const float *rows, int ld
     }
 #endif
     for (int t = 0; t < nt; t++) {
-        const float *vr = rows + (size_t)t * ld;
+        const uint8_t *vr = rows + (size_t)t * ld;
+        if (T == LMF_KV_F32) {
+            const float *vf = (const float *)vr;
 #pragma omp simd
-        for (int d = 0; d < D; d++) a[d] += w[t] * vr[d];
+            for (int d = 0; d < D; d++) a[d] += w[t] * vf[d];
+        } else {
+            for (int d = 0; d < D; d++) a[d] += w[t] * kv_elem(vr, d, T);
+        }
     }
 }
 
-/* Asks for every cached key and value row of KV head kvh up to position upto, into L2. In
- * decode the cache has been evicted by the weights streamed since the last token, and one
- * head's rows are short (D floats) at a stride of the whole KV row, in blocks far apart: read
- * in order, each would wait a memory latency; asked for all at once, they arrive together. */
-static void attn_prefetch(const float *k, const float *v, const lmf_paged_seq *sq, int upto,
-                          int kvh, const lmf_paged_shape *s) {
-    int D = s->D, kv_dim = s->KVH * D, bs = s->block_size;
-    size_t bytes = sizeof(float) * (size_t)D;
-    for (int t = 0; t <= upto; t++) {
-        size_t off = (size_t)sq->table[t / bs] * s->block_stride + (size_t)(t % bs) * kv_dim +
-                     (size_t)kvh * D;
+/* Asks for the cached key and value rows of KV head kvh at positions from .. to - 1 (and their
+ * int8 scales), into L2. In decode the cache has been evicted by the weights streamed since the
+ * last token, and one head's rows are short (D values) at a stride of the whole KV row, in
+ * blocks far apart: read in order, each would wait a memory latency; asked for many at once,
+ * they arrive together. */
+KV_INLINE void attn_prefetch(const uint8_t *k, const uint8_t *v, const lmf_paged_seq *sq, int from,
+                             int to, int kvh, const lmf_paged_shape *s, lmf_kv_dtype T) {
+    int D = s->D, KVH = s->KVH, bs = s->block_size;
+    size_t es = lmf_kv_dtype_size(T), bytes = es * (size_t)D;
+    for (int t = from; t < to; t++) {
+        size_t blk = (size_t)sq->table[t / bs] * s->block_bytes,
+               row = (size_t)(t % bs) * KVH + (size_t)kvh, off = blk + row * bytes;
         const char *kr = (const char *)(k + off), *vr = (const char *)(v + off);
         for (size_t b = 0; b < bytes; b += 64) {
             __builtin_prefetch(kr + b, 0, 2);
             __builtin_prefetch(vr + b, 0, 2);
         }
+        if (T == LMF_KV_INT8) {
+            size_t so = blk + s->scale_off + row * sizeof(float);
+            __builtin_prefetch(k + so, 0, 2);
+            __builtin_prefetch(v + so, 0, 2);
+        }
     }
 }
 
-static void attn_item(float *out, const float *q, const float *k, const float *v,
-                      const lmf_paged_seq *sq, int upto, int kvh, const lmf_paged_shape *s,
-                      float *sc, float *acc, float *mx, float *sum) {
-    int D = s->D, G = s->H / s->KVH, kv_dim = s->KVH * D, bs = s->block_size;
-    attn_prefetch(k, v, sq, upto, kvh, s);
+/* Key and value bytes of one head asked for ahead of their use. Measured on one thread, 12
+ * layers x 12 heads of 64 at 2048 positions (151 MB of f32 cache): all rows at once (as before
+ * the window) 15-17 ms f32, 12-14 ms bf16; a window of 1 MB 24 / 18; 64 KB 10-14 / 7-11; 8 KB
+ * 8.0-8.8 / 4.8-5.5; 4 KB 9.2-9.5 / 5.1-5.4. */
+enum { PF_BYTES = 8 << 10 };
+
+KV_INLINE void attn_item(float *out, const float *q, const uint8_t *k, const uint8_t *v,
+                         const lmf_paged_seq *sq, int upto, int kvh, const lmf_paged_shape *s,
+                         float *sc, float *acc, float *mx, float *sum, float *wv, lmf_kv_dtype T) {
+    int D = s->D, KVH = s->KVH, G = s->H / KVH, bs = s->block_size;
+    size_t row_bytes = lmf_kv_dtype_size(T) * (size_t)KVH * D;
+    /* The rows are asked for PF_BYTES ahead of their use, not all at once: a long context's
+     * rows (1 MB of f32 keys and values per head at 2048 tokens) evicted each other from L2
+     * before they were read, and thousands of prefetches at once stall on the miss buffers. */
+    int ahead = (int)(PF_BYTES / (2 * (lmf_kv_dtype_size(T) * D + (T == LMF_KV_INT8 ? 4 : 0))));
+    attn_prefetch(k, v, sq, 0, ahead < upto + 1 ? ahead : upto + 1, kvh, s, T);
     for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
     memset(acc, 0, sizeof(float) * (size_t)G * D);
     const float *qg = q + (size_t)kvh * G * D;
@@ -376,20 +477,29 @@ static void attn_item(float *out, const float *q, const float *k, const float *v
         int blk_end = (t0 / bs + 1) * bs, t1 = t0 + CHUNK;
         if (t1 > blk_end) t1 = blk_end;
         if (t1 > upto + 1) t1 = upto + 1;
-        size_t base = (size_t)sq->table[t0 / bs] * s->block_stride + (size_t)(t0 % bs) * kv_dim +
-                      (size_t)kvh * D;
-        const float *kb = k + base, *vb = v + base;
+        size_t blk = (size_t)sq->table[t0 / bs] * s->block_bytes,
+               row0 = (size_t)(t0 % bs) * KVH + (size_t)kvh;
+        const uint8_t *kb = k + blk + row0 * lmf_kv_dtype_size(T) * D,
+                      *vb = v + blk + row0 * lmf_kv_dtype_size(T) * D;
+        /* INT8: the chunk's scales, KVH floats apart (one per slot). */
+        const float *ks = (const float *)(k + blk + s->scale_off) + row0,
+                    *vs = (const float *)(v + blk + s->scale_off) + row0;
         int nt = t1 - t0;
+        if (t0 + ahead <= upto)
+            attn_prefetch(k, v, sq, t0 + ahead, t1 + ahead < upto + 1 ? t1 + ahead : upto + 1, kvh,
+                          s, T);
         for (int t = 0; t < nt; t++) {
-            const float *kr = kb + (size_t)t * kv_dim;
+            const uint8_t *kr = kb + (size_t)t * row_bytes;
+            float scale = T == LMF_KV_INT8 ? s->scale * ks[(size_t)t * KVH] : s->scale;
             for (int g = 0; g < G; g++)
-                sc[g * CHUNK + t] = dot_row(qg + (size_t)g * D, kr, D) * s->scale;
+                sc[g * CHUNK + t] = dot_row(qg + (size_t)g * D, kr, D, T) * scale;
         }
         for (int g = 0; g < G; g++) {
             float *p = sc + g * CHUNK, m = mx[g];
             for (int t = 0; t < nt; t++) m = p[t] > m ? p[t] : m;
             float corr = expf(mx[g] - m), l = sum[g] * corr;
-            for (int t = 0; t < nt; t++) l += (p[t] = expf(p[t] - m));
+#pragma omp simd reduction(+ : l)
+            for (int t = 0; t < nt; t++) l += (p[t] = vexpf(p[t] - m));
             if (corr != 1.0f) {
                 float *a = acc + (size_t)g * D;
 #pragma omp simd
@@ -397,8 +507,14 @@ static void attn_item(float *out, const float *q, const float *k, const float *v
             }
             mx[g] = m, sum[g] = l;
         }
-        for (int g = 0; g < G; g++)
-            axpy_rows(acc + (size_t)g * D, sc + g * CHUNK, vb, kv_dim, nt, D);
+        for (int g = 0; g < G; g++) {
+            const float *w = sc + g * CHUNK;
+            if (T == LMF_KV_INT8) { /* the value rows' scales folded into the weights */
+                for (int t = 0; t < nt; t++) wv[t] = w[t] * vs[(size_t)t * KVH];
+                w = wv;
+            }
+            axpy_rows(acc + (size_t)g * D, w, vb, row_bytes, nt, D, T);
+        }
         t0 = t1;
     }
     for (int g = 0; g < G; g++) {
@@ -409,21 +525,40 @@ static void attn_item(float *out, const float *q, const float *k, const float *v
     }
 }
 
-size_t lmf_attn_paged_scratch(const lmf_paged_shape *s) {
-    int G = s->H / s->KVH;
-    return (size_t)G * CHUNK + (size_t)G * s->D + 2 * (size_t)G;
+#define ATTN_ITEM_ARGS                                                                             \
+    float *out, const float *q, const uint8_t *k, const uint8_t *v, const lmf_paged_seq *sq,       \
+        int upto, int kvh, const lmf_paged_shape *s, float *sc, float *acc, float *mx, float *sum, \
+        float *wv
+#define ATTN_ITEM_CALL(T) attn_item(out, q, k, v, sq, upto, kvh, s, sc, acc, mx, sum, wv, T)
+static void attn_item_f32(ATTN_ITEM_ARGS) {
+    ATTN_ITEM_CALL(LMF_KV_F32);
+}
+static void attn_item_bf16(ATTN_ITEM_ARGS) {
+    ATTN_ITEM_CALL(LMF_KV_BF16);
+}
+static void attn_item_int8(ATTN_ITEM_ARGS) {
+    ATTN_ITEM_CALL(LMF_KV_INT8);
 }
 
-void lmf_attn_paged_item(float *out, const float *q, const float *k, const float *v,
+size_t lmf_attn_paged_scratch(const lmf_paged_shape *s) {
+    int G = s->H / s->KVH;
+    return (size_t)G * CHUNK + (size_t)G * s->D + 2 * (size_t)G + CHUNK;
+}
+
+void lmf_attn_paged_item(float *out, const float *q, const void *k, const void *v,
                          const lmf_paged_seq *sq, int row, int kvh, const lmf_paged_shape *s,
                          float *scratch) {
     int G = s->H / s->KVH, HD = s->H * s->D, upto = sq->start + (row - sq->q_row);
-    float *sc = scratch, *acc = sc + (size_t)G * CHUNK, *mx = acc + (size_t)G * s->D, *sum = mx + G;
-    attn_item(out + (size_t)row * HD, q + (size_t)row * HD, k, v, sq, upto, kvh, s, sc, acc, mx,
-              sum);
+    float *sc = scratch, *acc = sc + (size_t)G * CHUNK, *mx = acc + (size_t)G * s->D, *sum = mx + G,
+          *wv = sum + G;
+    void (*item)(ATTN_ITEM_ARGS) = s->dtype == LMF_KV_BF16   ? attn_item_bf16
+                                   : s->dtype == LMF_KV_INT8 ? attn_item_int8
+                                                             : attn_item_f32;
+    item(out + (size_t)row * HD, q + (size_t)row * HD, k, v, sq, upto, kvh, s, sc, acc, mx, sum,
+         wv);
 }
 
-void lmf_attn_paged_fast(float *out, const float *q, const float *k, const float *v,
+void lmf_attn_paged_fast(float *out, const float *q, const void *k, const void *v,
                          const lmf_paged_seq *seqs, int n_seqs, const lmf_paged_shape *s) {
     int H = s->H, KVH = s->KVH, D = s->D, total = 0;
     double work = 0;

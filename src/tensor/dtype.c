@@ -28,6 +28,30 @@ int lmf_dtype_parse(const char *name, lmf_dtype *out) {
     return LMF_EUNSUPPORTED;
 }
 
+static const struct {
+    const char *name;
+    size_t size;
+} kv_dtypes[LMF_KV_DTYPE_COUNT] = {
+    [LMF_KV_F32] = {"float32", 4}, [LMF_KV_BF16] = {"bfloat16", 2}, [LMF_KV_INT8] = {"int8", 1}};
+
+const char *lmf_kv_dtype_name(lmf_kv_dtype t) {
+    return (unsigned)t < LMF_KV_DTYPE_COUNT ? kv_dtypes[t].name : "?";
+}
+
+size_t lmf_kv_dtype_size(lmf_kv_dtype t) {
+    return (unsigned)t < LMF_KV_DTYPE_COUNT ? kv_dtypes[t].size : 0;
+}
+
+int lmf_kv_dtype_parse(const char *name, lmf_kv_dtype *out) {
+    if (!strcmp(name, "auto")) name = "float32";
+    for (int i = 0; i < LMF_KV_DTYPE_COUNT; i++)
+        if (!strcmp(name, kv_dtypes[i].name)) {
+            *out = (lmf_kv_dtype)i;
+            return 0;
+        }
+    return LMF_EUNSUPPORTED;
+}
+
 static uint32_t f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
