@@ -1,8 +1,8 @@
 /* A tensor-parallel serving group's step channel (include/lmforge/tp_group.h). A step travels
  * as int32s: a header {kind, number of sequences, total ints}, then per sequence {n_new, start,
  * n_table, want_logits}, then each sequence's new tokens and block table. The first broadcast
- * always carries FIRST ints (a decode step of a few sequences fits whole); a longer step sends
- * the rest in a second one. */
+ * always carries FIRST ints, 1 KiB (a decode step of a few sequences fits whole); a longer step
+ * sends the rest in a second one. */
 #include "lmforge/tp_group.h"
 
 #include <stdint.h>
@@ -12,7 +12,7 @@
 
 #include "lmforge/core.h"
 
-enum { MSG_STEP = 1, MSG_STOP = 2, HEAD = 3, PER_SEQ = 4, FIRST = 1024 };
+enum { MSG_STEP = 1, MSG_STOP = 2, HEAD = 3, PER_SEQ = 4, FIRST = 256 };
 
 struct lmf_tp_group {
     lmf_comm *ctrl;
