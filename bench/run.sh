@@ -51,3 +51,7 @@ sh bench/lora_sft.sh "$BUILD"
 
 echo
 sh bench/bench_ddp.sh "$BUILD"
+
+echo
+echo "== tensor-parallel decode, llama-110m: TP 1 vs TP 2 (one thread per rank), all-reduce time per token =="
+sh bench/bench_tp.sh "$BUILD"
