@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "config.h"
@@ -122,6 +123,24 @@ int lmf_cli_tp_shard(lmf_cli_tp *tp, lmf_model **m) {
     return 0;
 }
 
+/* Rank 0's engine step. A step that fails after it was sent leaves the other ranks inside its
+ * collectives, out of step with rank 0 for good: the group cannot serve again, so rank 0 ends
+ * with an error at once and mpirun takes the other ranks down (rather than every later step
+ * failing until their collectives time out). */
+static int leader_step(void *group, lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs,
+                       int n_seqs, float *logits) {
+    int rc = lmf_tp_group_step(group, m, kv, seqs, n_seqs, logits);
+    if (rc) {
+        fprintf(stderr,
+                "lmforge: tensor parallel rank 0: a step failed (%s); the group cannot "
+                "continue, exiting\n",
+                lmf_last_error());
+        fflush(NULL);
+        _exit(1);
+    }
+    return 0;
+}
+
 /* The start-up line of rank 0: the split and the KV cache per rank. */
 static void describe(const lmf_cli_tp *tp, const lmf_model *m, const lmf_engine_config *ec) {
     const lmf_tp *t = m->tp;
@@ -160,7 +179,7 @@ int lmf_cli_tp_agree(lmf_cli_tp *tp, int rc, lmf_engine_config *ec, lmf_model *m
     ec->block_size = geom[0], ec->n_blocks = geom[1];
     if ((rc = lmf_tp_group_create(&tp->group, tp->ctrl, m))) return rc;
     if (tp->rank == 0) {
-        ec->step = lmf_tp_group_step, ec->step_user = tp->group;
+        ec->step = leader_step, ec->step_user = tp->group;
         describe(tp, m, ec);
     }
     return 0;
