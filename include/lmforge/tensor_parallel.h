@@ -77,6 +77,11 @@ int lmf_tp_check(const lmf_model_config *c, int size);
  * QLoRA, and with an adapter (m->lora): merge it first (lmforge export). */
 int lmf_tp_shard(lmf_model **out, const lmf_model *full, int rank, int size,
                  const lmf_tp_comm *comm);
+/* The same straight from a Hugging Face folder (config.json + safetensors): only this rank's
+ * slices are read from the mapped files and converted, so a rank never holds the whole model
+ * (a .gguf file is loaded whole, then split). Errors name the folder and tensor. */
+int lmf_tp_load(lmf_model **out, const char *dir, const lmf_backend *be, int rank, int size,
+                const lmf_tp_comm *comm);
 void lmf_tp_free(lmf_tp *tp);
 void lmf_tp_stats_reset(lmf_model *m);
 

@@ -1,10 +1,11 @@
-/* `lmforge api CFG.yaml` (and `lmforge chat`) with tensor_parallel_size: N > 1 (cli.h). Outside a
- * launcher this process starts the N ranks itself, running the same command (mpirun on this node;
- * the `hostfile`'s hosts or the nodes of a NNODES rendezvous for several), and stays their parent:
- * SIGINT / SIGTERM reach them as SIGUSR1 (which mpirun forwards to every rank), and rank 0
- * then drains its requests and stops the others, so the job ends 0. Each rank loads the model,
- * keeps its shard (tensor_parallel.h) and frees the rest; rank 0 serves HTTP and runs the
- * engine, sending each step to the other ranks (tp_group.h), which run it on their shards. */
+/* `lmforge api CFG.yaml` (and `lmforge chat`) with tensor_parallel_size: N > 1 (cli.h).
+ * Outside a launcher this process starts the N ranks itself, running the same command (mpirun
+ * on this node; the `hostfile`'s hosts or the nodes of a NNODES rendezvous for several), and
+ * stays their parent: SIGINT / SIGTERM reach them as SIGUSR1 (which mpirun forwards to every
+ * rank), and rank 0 then drains its requests and stops the others, so the job ends 0. Each rank
+ * reads only its slices of the model's files (lmf_tp_load, tensor_parallel.h); rank 0 serves
+ * HTTP and runs the engine, sending each step to the other ranks (tp_group.h), which run it on
+ * their shards. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,15 +113,10 @@ int lmf_cli_tp_rank(const lmf_cli_tp *tp) {
     return tp->rank;
 }
 
-int lmf_cli_tp_shard(lmf_cli_tp *tp, lmf_model **m) {
+int lmf_cli_tp_load(lmf_cli_tp *tp, const char *path, lmf_model **m) {
     lmf_tp_comm hooks;
     lmf_tp_comm_over(&hooks, tp->world);
-    lmf_model *s = NULL;
-    int rc = lmf_tp_shard(&s, *m, tp->rank, tp->size, &hooks);
-    if (rc) return rc;
-    lmf_model_free(*m);
-    *m = s;
-    return 0;
+    return lmf_tp_load(m, path, lmf_backend_cpu(), tp->rank, tp->size, &hooks);
 }
 
 /* Rank 0's engine step. A step that fails after it was sent leaves the other ranks inside its
@@ -189,8 +185,7 @@ int lmf_cli_tp_worker(lmf_cli_tp *tp, const lmf_config *c) {
     lmf_model *m = NULL;
     lmf_engine_config ec;
     lmf_engine_config_defaults(&ec);
-    int rc = lmf_model_load(&m, lmf_config_str(c, "model_name_or_path"), lmf_backend_cpu());
-    if (!rc) rc = lmf_cli_tp_shard(tp, &m);
+    int rc = lmf_cli_tp_load(tp, lmf_config_str(c, "model_name_or_path"), &m);
     if (!rc) rc = lmf_cli_apply_infer_dtype(c, m);
     if (rc) lmf_error_prefix(rc, "tensor parallel rank %d", tp->rank);
     rc = lmf_cli_tp_agree(tp, rc, &ec, m);

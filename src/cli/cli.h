@@ -63,8 +63,8 @@ struct lmf_engine_config;
 int lmf_cli_tp_begin(const struct lmf_config *c, const char *cmd, int argc, char **argv,
                      lmf_cli_tp **tp, int *exit_code);
 int lmf_cli_tp_rank(const lmf_cli_tp *tp);
-/* *m := this rank's shard of *m (the whole model is freed). */
-int lmf_cli_tp_shard(lmf_cli_tp *tp, struct lmf_model **m);
+/* *m := this rank's shard of the model at path (only its slices are read). */
+int lmf_cli_tp_load(lmf_cli_tp *tp, const char *path, struct lmf_model **m);
 /* Collective, once, after every rank loaded its shard (rc: this rank's failure, if any): fails
  * on every rank when one failed; then rank 0's KV pool geometry in *ec reaches the others, and
  * on rank 0 ec's step becomes the group's (the steps go to the other ranks). */

@@ -144,9 +144,10 @@ static int load_lora_modules(api *a, const lmf_config *cfg) {
     return rc;
 }
 
-static int load(api *a, const lmf_config *cfg, const lmf_template **tpl) {
+/* tp: rank 0 of a tensor-parallel group, which loads only its shard; or NULL. */
+static int load(api *a, const lmf_config *cfg, const lmf_template **tpl, lmf_cli_tp *tp) {
     const char *path = lmf_config_str(cfg, "model_name_or_path");
-    int rc = lmf_model_load(&a->m, path, lmf_backend_cpu());
+    int rc = tp ? lmf_cli_tp_load(tp, path, &a->m) : lmf_model_load(&a->m, path, lmf_backend_cpu());
     const char *adapter = lmf_config_str(cfg, "adapter_name_or_path");
     if (!rc && adapter) {
         rc = lmf_lora_load(&a->lora, a->m, adapter);
@@ -179,8 +180,7 @@ static int serve(api *a, const lmf_config *cfg, lmf_cli_tp *tp) {
     fflush(stdout);
     const lmf_template *tpl = NULL;
     lmf_engine_config ec;
-    rc = load(a, cfg, &tpl);
-    if (!rc && tp) rc = lmf_cli_tp_shard(tp, &a->m);
+    rc = load(a, cfg, &tpl, tp);
     if (!rc) rc = lmf_cli_apply_infer_dtype(cfg, a->m);
     if (!rc) rc = engine_config(cfg, a->m, &ec);
     if (tp) rc = lmf_cli_tp_agree(tp, rc, &ec, a->m);

@@ -126,13 +126,13 @@ static int fit_history(chat *c, lmf_message *hist, int *n) {
 
 /* tp: rank 0 of a tensor-parallel group (api_tensor_parallel.c), or NULL. */
 static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts, lmf_cli_tp *tp) {
-    int rc = lmf_model_load(&c->m, lmf_config_str(cfg, "model_name_or_path"), lmf_backend_cpu());
+    const char *path = lmf_config_str(cfg, "model_name_or_path");
+    int rc = tp ? lmf_cli_tp_load(tp, path, &c->m) : lmf_model_load(&c->m, path, lmf_backend_cpu());
     const char *adapter = lmf_config_str(cfg, "adapter_name_or_path");
     if (!rc && adapter) {
         rc = lmf_lora_load(&c->lora, c->m, adapter);
         c->m->lora = c->lora;
     }
-    if (!rc && tp) rc = lmf_cli_tp_shard(tp, &c->m);
     if (!rc) rc = lmf_cli_apply_infer_dtype(cfg, c->m);
     if (!rc) rc = lmf_tokenizer_load(&c->tok, lmf_config_str(cfg, "model_name_or_path"));
     if (!rc && !(c->tpl = lmf_template_find(

@@ -6,10 +6,13 @@
  * attention, uneven MLP and vocabulary splits, and a wider one whose fused-step phases have
  * many work items (1 and 2 threads: the last item of the o/down phases does the all-reduce);
  * cpu backend (fused step) and ref backend (general path); bf16 inference weights. Also: each
- * rank's KV pool is 1/N of the whole model's, the all-reduce count per step, and the error
- * for a size that does not divide the KV heads. */
+ * rank's KV pool is 1/N of the whole model's, the all-reduce count per step, the error for a
+ * size that does not divide the KV heads, and shards read slice by slice from saved folders
+ * (lmf_tp_load) equal to the in-memory split. */
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lmforge/comm.h"
 #include "lmforge/model.h"
@@ -149,6 +152,47 @@ static void compare(const variant *v, const lmf_backend *be, int threads, int bf
     lmf_model_free(full);
 }
 
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512];
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            remove(path);
+        }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+/* lmf_tp_load reads only the rank's slices from a saved folder (bf16 or f32 files, one file or
+ * sharded with an index): the same shard, bit for bit, as loading the whole model and splitting
+ * it in memory. */
+static void load_from_files(const variant *v, lmf_dtype file_dtype, size_t shard_bytes) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/lmf-test-tp-XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    lmf_model *full = make(v, lmf_backend_cpu()), *whole = NULL, *a = NULL, *b = NULL;
+    full->cfg.file_dtype = file_dtype;
+    CHECK(lmf_model_save_sharded(full, dir, shard_bytes) == 0);
+    CHECK(lmf_model_load(&whole, dir, NULL) == 0);
+    CHECK(whole && lmf_tp_shard(&a, whole, R, P, NULL) == 0);
+    CHECK(lmf_tp_load(&b, dir, NULL, R, P, NULL) == 0);
+    CHECK_MSG(a && b && a->numel == b->numel &&
+                  !memcmp(a->params, b->params, sizeof(float) * a->numel),
+              "%s (%s files): lmf_tp_load differs from lmf_tp_shard", v->name,
+              lmf_dtype_name(file_dtype));
+    CHECK(b && b->tp && b->tp->rank == R && lmf_model_vocab(b) == full->cfg.vocab);
+    lmf_model_free(a), lmf_model_free(b), lmf_model_free(whole);
+    /* a split the model does not allow, named with its config.json */
+    CHECK(lmf_tp_load(&b, dir, NULL, 0, 5, NULL) == LMF_EINVAL && !b);
+    CHECK_MSG(strstr(lmf_last_error(), "config.json") &&
+                  strstr(lmf_last_error(), "tensor_parallel_size 5"),
+              "message: %s", lmf_last_error());
+    lmf_model_free(full);
+    remove_dir(dir);
+}
+
 static void bad_sizes(void) {
     lmf_model_config c;
     lmf_model_preset(&c, LMF_ARCH_LLAMA, "tiny"); /* 4 heads, 2 KV heads */
@@ -188,6 +232,10 @@ int main(void) {
     compare(&vs[5], lmf_backend_cpu(), 2, 0);
     compare(&vs[5], lmf_backend_cpu(), 2, 1);
     compare(&vs[1], lmf_backend_cpu(), 1, 1);
+    load_from_files(&vs[0], LMF_BF16, 0);
+    load_from_files(&vs[2], LMF_F32, 4096);
+    load_from_files(&vs[3], LMF_F32, 0);
+    load_from_files(&vs[5], LMF_BF16, 1 << 17);
     bad_sizes();
     char name[64];
     snprintf(name, sizeof name, "test_tensor_parallel (rank %d/%d)", R, P);
