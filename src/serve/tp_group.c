@@ -40,6 +40,7 @@ int lmf_tp_group_create(lmf_tp_group **out, lmf_comm *ctrl, lmf_model *m) {
         free(g);
         return lmf_errorf(LMF_ENOMEM, "tensor parallel: out of memory");
     }
+    memset(g->msg, 0, sizeof *g->msg * FIRST); /* a short step sends FIRST ints all the same */
     g->ctrl = ctrl, g->m = m;
     *out = g;
     return 0;
