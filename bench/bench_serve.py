@@ -10,7 +10,8 @@ p50/p99 request latency and time to first token are over the requests that both 
 finished inside the window.
 Usage: python bench/bench_serve.py --lmforge build/lmforge --model DIR [--levels 1,8,16,32]
        [--seconds 15] [--warmup 3] [--max-tokens 32] [--prompt-len 32] [--threads 2]
-       [--infer-dtype float32]"""
+       [--infer-dtype float32] [--tp 1]
+--tp N serves with tensor_parallel_size N (N ranks under mpirun, --threads threads each)."""
 import argparse, http.client, json, os, socket, subprocess, sys, tempfile, threading, time
 
 ap = argparse.ArgumentParser()
@@ -23,15 +24,17 @@ ap.add_argument("--max-tokens", type=int, default=32)
 ap.add_argument("--prompt-len", type=int, default=32)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--infer-dtype", default="float32")
+ap.add_argument("--tp", type=int, default=1)
 a = ap.parse_args()
 
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
 cfg.write(f"model_name_or_path: {a.model}\nthreads: {a.threads}\ntemperature: 0\n"
           f"max_num_seqs: 64\nmax_waiting_requests: 256\ninfer_dtype: {a.infer_dtype}\n"
-          "enable_prefix_caching: false\n")
+          f"enable_prefix_caching: false\ntensor_parallel_size: {a.tp}\n")
 cfg.close()
-env = dict(os.environ, API_PORT=str(port), OMP_NUM_THREADS=str(a.threads))
+env = dict(os.environ, API_PORT=str(port), OMP_NUM_THREADS=str(a.threads),
+           OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 srv = subprocess.Popen([a.lmforge, "api", cfg.name], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
@@ -122,7 +125,7 @@ try:
 
     one(0, 0)  # warm-up
     rows = []
-    print(f"serve bench: {a.model}, {a.threads} threads, {a.infer_dtype}, prompt {a.prompt_len} "
+    print(f"serve bench: {a.model}, TP {a.tp} x {a.threads} threads, {a.infer_dtype}, prompt {a.prompt_len} "
           f"tokens, {a.max_tokens} output tokens per request, {a.seconds:.0f} s window per level "
           f"after >= {a.warmup:.0f} s of load; load average {os.getloadavg()[0]:.2f}")
     print(f"{'clients':>7} {'requests':>8} {'out tok/s':>10} {'x 1 client':>10} {'p50 lat s':>9} "
@@ -138,5 +141,6 @@ try:
     print(json.dumps(rows))
 finally:
     srv.terminate()
+    srv.wait(timeout=90)  # a tensor-parallel launcher drains, then stops its ranks
     srv.wait(timeout=60)
     os.unlink(cfg.name)

@@ -58,3 +58,6 @@ sh bench/bench_ddp.sh "$BUILD"
 
 echo
 sh bench/bench_qlora.sh "$BUILD"
+
+echo "== tensor-parallel decode, llama-110m: TP 1 vs TP 2 (one thread per rank), all-reduce time per token =="
+sh bench/bench_tp.sh "$BUILD"

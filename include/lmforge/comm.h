@@ -110,6 +110,13 @@ int lmf_comm_iallgatherv(lmf_comm *c, const void *send, void *recv, const size_t
                          lmf_dtype t, lmf_comm_req **req);
 int lmf_comm_ireduce_scatterv(lmf_comm *c, const void *send, void *recv, const size_t *counts,
                               lmf_dtype t, lmf_reduce_op op, lmf_comm_req **req);
+/* Gather to one rank: on root, recv (sum of counts elements) := the ranks' parts back to back in
+ * rank order, rank r's counts[r] elements from its send; recv is not read on the other ranks
+ * (may be NULL there). send must not overlap recv. Any dtype. Counts as for the v-forms. */
+int lmf_comm_igatherv(lmf_comm *c, const void *send, void *recv, const size_t *counts, lmf_dtype t,
+                      int root, lmf_comm_req **req);
+int lmf_comm_gatherv(lmf_comm *c, const void *send, void *recv, const size_t *counts, lmf_dtype t,
+                     int root);
 /* Sum of doubles over ranks, in place (norms and other statistics that f32 would round). */
 int lmf_comm_iallreduce_f64(lmf_comm *c, double *buf, size_t count, lmf_comm_req **req);
 int lmf_comm_allreduce_f64(lmf_comm *c, double *buf, size_t count);
@@ -141,6 +148,11 @@ int lmf_comm_barrier(lmf_comm *c);
  * and broadcast larger than this are split into several MPI calls under one request.
  * Default and maximum 1 << 30; 0 means 1. */
 void lmf_comm_set_max_piece(lmf_comm *c, size_t elements);
+
+/* Tensor parallelism (tensor_parallel.h): fills a shard model's collective hooks with c's
+ * all-reduce (f32 sum) and gather to rank 0 (tp_comm.c). c must outlive the shard. */
+struct lmf_tp_comm;
+void lmf_tp_comm_over(struct lmf_tp_comm *hooks, lmf_comm *c);
 
 /* The MPI library's version line ("Open MPI v4.1.4, ..."), without initialising MPI. */
 void lmf_comm_library_version(char *out, size_t n);

@@ -55,6 +55,11 @@ typedef struct lmf_engine_config {
     int max_running;      /* sequences decoding together */
     int max_waiting;      /* queue bound: lmf_engine_submit returns > 0 ("try later") past it */
     int prefix_caching;   /* reuse full blocks of identical prefixes */
+    /* The model step the engine runs; NULL: lmf_model_step. Rank 0 of a tensor-parallel group
+     * passes lmf_tp_group_step with step_user = the group (tp_group.h). */
+    int (*step)(void *user, lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int n_seqs,
+                float *logits);
+    void *step_user;
 } lmf_engine_config;
 
 typedef struct lmf_engine_stats {

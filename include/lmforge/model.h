@@ -154,6 +154,9 @@ typedef struct lmf_model {
     const uint8_t *qhead, *qembed; /* (V, C) rows; the same block when tied */
     float *qtmp;                   /* backward scratch for dx through a quantized matrix */
     size_t qtmp_floats;
+    /* Tensor parallelism (tensor_parallel.h): this model is one rank's shard and cfg its own
+     * shape; NULL for a whole model. Owned. */
+    struct lmf_tp *tp;
 } lmf_model;
 
 /* Events of m->weight_hook. layer is -1 for the tensors outside the layers (embedding, final
@@ -285,6 +288,9 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
  * copy made now, half the bytes per token; products accumulate in f32). Inference only: the
  * copy does not follow later changes of the parameters; call again after changing them. */
 int lmf_model_set_infer_dtype(lmf_model *m, lmf_dtype t);
+/* The vocabulary token ids and the step's logits rows span: cfg.vocab, or for a tensor-parallel
+ * shard the whole model's (its cfg.vocab is its own block of rows). */
+int lmf_model_vocab(const lmf_model *m);
 
 /* QLoRA and quantized inference: quantizes the frozen base (the seven linears of every layer,
  * lm_head and the embedding) to qtype (an lmf_qtype) and gives their float32

@@ -54,6 +54,27 @@ int lmf_cli_router_start(const struct lmf_router_config *rc, struct lmf_router *
 /* data_parallel_size > 1: runs N replica `lmforge api` processes and the router in front of
  * them until SIGINT/SIGTERM (api_replicas.c). */
 int lmf_cli_api_replicas(const struct lmf_config *c, int argc, char **argv);
+/* tensor_parallel_size > 1 for `lmforge api` and `lmforge chat` (api_tensor_parallel.c). */
+typedef struct lmf_cli_tp lmf_cli_tp;
+struct lmf_engine_config;
+/* Outside a launcher: starts the ranks with this command (`lmforge CMD argv[1..]`; mpirun, a
+ * hostfile, NNODES) and waits for them: 0 with *exit_code >= 0, their exit status. As one of
+ * the ranks: 0, *exit_code -1 and *tp this rank's part of the group. Refuses what tensor
+ * parallelism does not support (adapters, data_parallel_size) and a size that does not divide
+ * the model's KV heads. */
+int lmf_cli_tp_begin(const struct lmf_config *c, const char *cmd, int argc, char **argv,
+                     lmf_cli_tp **tp, int *exit_code);
+int lmf_cli_tp_rank(const lmf_cli_tp *tp);
+/* *m := this rank's shard of the model at path (only its slices are read). */
+int lmf_cli_tp_load(lmf_cli_tp *tp, const char *path, struct lmf_model **m);
+/* Collective, once, after every rank loaded its shard (rc: this rank's failure, if any): fails
+ * on every rank when one failed; then rank 0's KV pool geometry in *ec reaches the others, and
+ * on rank 0 ec's step becomes the group's (the steps go to the other ranks). */
+int lmf_cli_tp_agree(lmf_cli_tp *tp, int rc, struct lmf_engine_config *ec, struct lmf_model *m);
+/* Ranks > 0: load, shard, agree, then run rank 0's steps until it stops the group. */
+int lmf_cli_tp_worker(lmf_cli_tp *tp, const struct lmf_config *c);
+/* Rank 0 stops the other ranks (or, before the agreement, tells them it failed); frees tp. */
+void lmf_cli_tp_end(lmf_cli_tp *tp, int rc);
 /* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
 int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 /* kv_cache_dtype (api, chat): the KV pool's element type; a bad value is an error naming the

@@ -1,6 +1,7 @@
 /* lmforge api CFG.yaml [key=value ...]: serves the config's model (and LoRA adapter) over
  * OpenAI's HTTP API, reading API_HOST, API_PORT, API_KEY and API_MODEL_NAME as LLaMA-Factory's
- * `llamafactory-cli api` does. The server listens before the model loads (/health says 503
+ * `llamafactory-cli api` does; with tensor_parallel_size > 1 as rank 0 of a group of shards
+ * (api_tensor_parallel.c). The server listens before the model loads (/health says 503
  * until it is ready); SIGINT or SIGTERM stop accepting, let in-flight requests finish, and
  * exit 0. */
 #include <signal.h>
@@ -210,16 +211,16 @@ static int load_lora_modules(api *a, const lmf_config *cfg) {
     return rc;
 }
 
-static int load(api *a, const lmf_config *cfg, const lmf_template **tpl) {
+/* tp: rank 0 of a tensor-parallel group, which loads only its shard; or NULL. */
+static int load(api *a, const lmf_config *cfg, const lmf_template **tpl, lmf_cli_tp *tp) {
     const char *path = lmf_config_str(cfg, "model_name_or_path");
-    int rc = lmf_model_load(&a->m, path, lmf_backend_cpu());
+    int rc = tp ? lmf_cli_tp_load(tp, path, &a->m) : lmf_model_load(&a->m, path, lmf_backend_cpu());
     const char *adapter = lmf_config_str(cfg, "adapter_name_or_path");
     if (!rc && adapter) {
         rc = lmf_lora_load(&a->lora, a->m, adapter);
         if (!rc) a->m->lora = a->lora;
     }
     if (!rc) rc = load_lora_modules(a, cfg);
-    if (!rc) rc = lmf_cli_apply_infer_dtype(cfg, a->m);
     if (!rc) rc = lmf_tokenizer_load(&a->tok, path);
     const char *name = lmf_config_str(cfg, "template");
     *tpl = NULL;
@@ -231,12 +232,14 @@ static int load(api *a, const lmf_config *cfg, const lmf_template **tpl) {
     return rc;
 }
 
-static int serve(api *a, const lmf_config *cfg) {
+/* tp: rank 0 of a tensor-parallel group (api_tensor_parallel.c), or NULL. */
+static int serve(api *a, const lmf_config *cfg, lmf_cli_tp *tp) {
     lmf_server_config sc;
     int rc = server_config(cfg, &sc);
     /* Every thread started from here on inherits the blocked signals; sigwait takes them. */
     sigset_t sigs;
     lmf_cli_block_stop_signals(&sigs);
+    if (tp) sigaddset(&sigs, SIGUSR1); /* the launcher's stop, forwarded by mpirun (blocked) */
     if (!rc) rc = lmf_server_start(&a->srv, &sc);
     if (rc) return rc;
     printf("lmforge api: listening on http://%s:%d (model %s)%s\n", sc.host, sc.port, sc.model_name,
@@ -244,8 +247,10 @@ static int serve(api *a, const lmf_config *cfg) {
     fflush(stdout);
     const lmf_template *tpl = NULL;
     lmf_engine_config ec;
-    rc = load(a, cfg, &tpl);
+    rc = load(a, cfg, &tpl, tp);
+    if (!rc) rc = lmf_cli_apply_infer_dtype(cfg, a->m);
     if (!rc) rc = engine_config(cfg, a->m, &ec);
+    if (tp) rc = lmf_cli_tp_agree(tp, rc, &ec, a->m);
     if (!rc) rc = lmf_engine_create(&a->eng, a->m, &ec);
     for (int i = 0; i < a->n_adapters && !rc; i++)
         rc = lmf_server_add_adapter(a->srv, a->adapter_names[i], a->adapters[i]);
@@ -255,8 +260,10 @@ static int serve(api *a, const lmf_config *cfg) {
     fflush(stdout);
     int sig = 0;
     sigwait(&sigs, &sig);
-    printf("lmforge api: %s: finishing in-flight requests, then exiting\n",
-           sig == SIGINT ? "SIGINT" : "SIGTERM");
+    printf("lmforge api: %s: finishing in-flight requests, then exiting\n", sig == SIGINT ? "SIGINT"
+                                                                            : sig == SIGUSR1
+                                                                                ? "SIGUSR1"
+                                                                                : "SIGTERM");
     fflush(stdout);
     lmf_server_shutdown(a->srv, DRAIN_SECONDS);
     return 0;
@@ -269,20 +276,29 @@ int lmf_cmd_api(int argc, char **argv) {
                 "Serves the config's model over OpenAI's API. Environment: API_HOST (127.0.0.1),\n"
                 "API_PORT (8000), API_KEY (or the api_key key), API_MODEL_NAME (gpt-3.5-turbo).\n"
                 "data_parallel_size: N starts N replicas on ports API_PORT+1..+N behind a router\n"
-                "on API_PORT (see `lmforge router --help`).\n");
+                "on API_PORT (see `lmforge router --help`).\n"
+                "tensor_parallel_size: N splits the model over N ranks started under mpirun\n"
+                "(`hostfile` or NNODES/NODE_RANK/MASTER_ADDR for several nodes); rank 0 serves.\n");
         return argc < 2 ? 2 : 0;
     }
     lmf_config cfg;
-    int rc = lmf_config_load(&cfg, argv[1], argv + 2, argc - 2);
+    int rc = lmf_config_load(&cfg, argv[1], argv + 2, argc - 2), code = -1;
     api a = {0};
+    lmf_cli_tp *tp = NULL;
     if (!rc) {
         lmf_cli_threads_from_config(&cfg);
         if (!lmf_config_str(&cfg, "model_name_or_path"))
             rc = lmf_errorf(LMF_EINVAL, "%s: model_name_or_path is required", cfg.path);
-        if (!rc && lmf_config_int(&cfg, "data_parallel_size") > 1)
+        if (!rc && lmf_config_int(&cfg, "tensor_parallel_size") > 1)
+            rc = lmf_cli_tp_begin(&cfg, "api", argc, argv, &tp, &code);
+        if (rc || code >= 0) {
+        } else if (tp && lmf_cli_tp_rank(tp) > 0) {
+            rc = lmf_cli_tp_worker(tp, &cfg);
+        } else if (lmf_config_int(&cfg, "data_parallel_size") > 1) {
             rc = lmf_cli_api_replicas(&cfg, argc, argv);
-        else if (!rc)
-            rc = serve(&a, &cfg);
+        } else {
+            rc = serve(&a, &cfg, tp);
+        }
         lmf_config_free(&cfg);
     }
     lmf_server_free(a.srv);
@@ -291,5 +307,6 @@ int lmf_cmd_api(int argc, char **argv) {
     for (int i = 0; i < a.n_adapters; i++) lmf_lora_free(a.adapters[i]), free(a.adapter_names[i]);
     lmf_model_free(a.m);
     lmf_tokenizer_free(a.tok);
-    return lmf_cli_fail("api", rc);
+    lmf_cli_tp_end(tp, rc);
+    return code >= 0 ? code : lmf_cli_fail("api", rc);
 }

@@ -124,8 +124,10 @@ static int fit_history(chat *c, lmf_message *hist, int *n) {
     }
 }
 
-static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts) {
-    int rc = lmf_model_load(&c->m, lmf_config_str(cfg, "model_name_or_path"), lmf_backend_cpu());
+/* tp: rank 0 of a tensor-parallel group (api_tensor_parallel.c), or NULL. */
+static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts, lmf_cli_tp *tp) {
+    const char *path = lmf_config_str(cfg, "model_name_or_path");
+    int rc = tp ? lmf_cli_tp_load(tp, path, &c->m) : lmf_model_load(&c->m, path, lmf_backend_cpu());
     const char *adapter = lmf_config_str(cfg, "adapter_name_or_path");
     if (!rc && adapter) {
         rc = lmf_lora_load(&c->lora, c->m, adapter);
@@ -140,6 +142,7 @@ static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts) {
     lmf_engine_config_defaults(&ec);
     if (!rc) rc = lmf_cli_kv_cache_dtype(cfg, &ec.kv_dtype);
     ec.n_blocks = (c->m ? c->m->cfg.max_pos : 1024) / ec.block_size + 1;
+    if (tp) rc = lmf_cli_tp_agree(tp, rc, &ec, c->m);
     if (!rc) rc = lmf_engine_create(&c->eng, c->m, &ec);
     lmf_message hist[256];
     int n = 0;
@@ -193,8 +196,9 @@ int lmf_cmd_chat(int argc, char **argv) {
             ov[n_ov++] = argv[i];
     }
     lmf_config cfg;
-    int rc = lmf_config_load(&cfg, argv[1], ov, n_ov);
+    int rc = lmf_config_load(&cfg, argv[1], ov, n_ov), code = -1;
     chat c = {0};
+    lmf_cli_tp *tp = NULL;
     if (!rc) {
         lmf_cli_threads_from_config(&cfg);
         lmf_sampling_defaults(&c.sp);
@@ -206,7 +210,14 @@ int lmf_cmd_chat(int argc, char **argv) {
         c.system = lmf_config_str(&cfg, "default_system");
         if (!lmf_config_str(&cfg, "model_name_or_path"))
             rc = lmf_errorf(LMF_EINVAL, "%s: model_name_or_path is required", cfg.path);
-        if (!rc) rc = run(&c, &cfg, prompts, n_prompts);
+        if (!rc && lmf_config_int(&cfg, "tensor_parallel_size") > 1)
+            rc = lmf_cli_tp_begin(&cfg, "chat", argc, argv, &tp, &code);
+        if (rc || code >= 0) {
+        } else if (tp && lmf_cli_tp_rank(tp) > 0) {
+            rc = lmf_cli_tp_worker(tp, &cfg);
+        } else {
+            rc = run(&c, &cfg, prompts, n_prompts, tp);
+        }
         lmf_config_free(&cfg);
     }
     free(c.reply);
@@ -215,5 +226,6 @@ int lmf_cmd_chat(int argc, char **argv) {
     lmf_model_free(c.m);
     lmf_tokenizer_free(c.tok);
     free(prompts), free(ov);
-    return lmf_cli_fail("chat", rc);
+    lmf_cli_tp_end(tp, rc);
+    return code >= 0 ? code : lmf_cli_fail("chat", rc);
 }

@@ -184,6 +184,12 @@ static const lmf_cfg_key keys[] = {
      "on load (docs/quantization.md); auto is float32",
      0},
     {"max_request_bytes", I, "1048576", "1..", "api: largest request body; larger ones get 413", 0},
+    /* tensor-parallel serving (docs/distributed-inference.md) */
+    {"tensor_parallel_size", I, "1", "1..1024",
+     "api: N > 1 splits the model over N ranks (heads, MLP columns and vocabulary; N divides "
+     "num_key_value_heads), started under mpirun by this command (one node; `hostfile` or "
+     "NNODES for several); rank 0 serves HTTP. No LoRA adapters; not with data_parallel_size",
+     0},
     /* data-parallel serving (lmforge router; lmforge api with data_parallel_size) */
     {"data_parallel_size", I, "1", "1..64",
      "api: N > 1 starts N replica servers on 127.0.0.1, ports API_PORT+1..API_PORT+N (threads "

@@ -49,9 +49,20 @@ static int env_count(const char *name, int lo, int *out) {
     return 0;
 }
 
-/* Ranks on this node: nproc_per_node, else NPROC_PER_NODE, else 1. */
-static int ranks_here(const lmf_config *c, const lmf_launch_env *e, int *n) {
+/* Ranks on this node: nproc_per_node, else NPROC_PER_NODE, else the job's share of its total
+ * ranks (all of them on one node, total / NNODES on each node of a NNODES launch), else 1. */
+static int ranks_here(const lmf_config *c, const lmf_launch_env *e, const lmf_launch_job *job,
+                      int *n) {
     *n = 1;
+    if (job->ranks > 0 && e->nnodes > 1) {
+        if (job->ranks % e->nnodes)
+            return lmf_errorf(LMF_EINVAL,
+                              "NNODES=%d does not divide the job's %d ranks: set NPROC_PER_NODE",
+                              e->nnodes, job->ranks);
+        *n = job->ranks / e->nnodes;
+    } else if (job->ranks > 0) {
+        *n = job->ranks;
+    }
     if (lmf_config_is_set(c, "nproc_per_node")) {
         *n = (int)lmf_config_int(c, "nproc_per_node");
     } else if (e->nproc_per_node >= 0) {
@@ -72,7 +83,8 @@ static long per_rank(const lmf_config *c, long cores, int ranks) {
 /* NNODES > 1: node 0 gathers the nodes and builds mpirun over them; other nodes serve it and
  * set *exit_code. */
 static int plan_nnodes(const lmf_config *c, const lmf_launch_env *e, int nproc, const char *self,
-                       const lmf_argv *args, lmf_rdzv *r, lmf_argv *cmd, int *exit_code) {
+                       const lmf_launch_job *job, const lmf_argv *args, lmf_rdzv *r, lmf_argv *cmd,
+                       int *exit_code) {
     if (lmf_config_str(c, "hostfile"))
         return lmf_errorf(LMF_EINVAL,
                           "NNODES=%d and hostfile: both say where the ranks run; "
@@ -121,7 +133,8 @@ static int plan_nnodes(const lmf_config *c, const lmf_launch_env *e, int nproc, 
                          .hostfile = hostfile,
                          .rsh_agent = agent,
                          .multi_node = 1,
-                         .extra = getenv("LMF_MPIRUN_ARGS")};
+                         .extra = getenv("LMF_MPIRUN_ARGS"),
+                         .subcmd = job->subcmd};
     if (!rc) rc = lmf_launch_mpirun_argv(&lc, self, args, cmd);
     if (!rc)
         lmf_info("NNODES=%d: %d ranks on %d nodes (%d here), %ld threads each", r->nnodes, ranks,
@@ -131,7 +144,7 @@ static int plan_nnodes(const lmf_config *c, const lmf_launch_env *e, int nproc, 
 }
 
 static int plan_hostfile(const lmf_config *c, const char *path, const char *self,
-                         const lmf_argv *args, lmf_argv *cmd) {
+                         const lmf_launch_job *job, const lmf_argv *args, lmf_argv *cmd) {
     lmf_host *h;
     int n, rc = lmf_hostfile_parse(path, &h, &n);
     if (rc) return rc;
@@ -141,12 +154,17 @@ static int plan_hostfile(const lmf_config *c, const char *path, const char *self
         ranks += per ? per : h[i].slots;
         if (h[i].slots > most) most = per ? per : h[i].slots;
     }
+    if (job->ranks > 0 && !per) { /* the job's own count, over the hosts' slots in order */
+        ranks = job->ranks;
+        most = (ranks + n - 1) / n;
+    }
     lmf_launch_cmd lc = {.ranks = ranks,
                          .per_node = per,
                          .threads = per_rank(c, sysconf(_SC_NPROCESSORS_ONLN), most),
                          .hostfile = path,
                          .multi_node = n > 1,
-                         .extra = getenv("LMF_MPIRUN_ARGS")};
+                         .extra = getenv("LMF_MPIRUN_ARGS"),
+                         .subcmd = job->subcmd};
     rc = lmf_launch_mpirun_argv(&lc, self, args, cmd);
     if (!rc)
         lmf_info("hostfile %s: %d ranks on %d hosts, %ld threads each", path, ranks, n, lc.threads);
@@ -155,7 +173,7 @@ static int plan_hostfile(const lmf_config *c, const char *path, const char *self
 }
 
 static int plan_srun(const lmf_config *c, const lmf_launch_env *e, const char *self,
-                     const lmf_argv *args, lmf_argv *cmd) {
+                     const lmf_launch_job *job, const lmf_argv *args, lmf_argv *cmd) {
     if (lmf_config_str(c, "hostfile") || e->nnodes > 1)
         return lmf_errorf(LMF_EINVAL, "inside Slurm job %ld srun places the ranks: drop %s",
                           e->slurm_job_id, e->nnodes > 1 ? "NNODES" : "hostfile");
@@ -165,8 +183,10 @@ static int plan_srun(const lmf_config *c, const lmf_launch_env *e, const char *s
                    : e->slurm_cpus_per_task > 0
                        ? e->slurm_cpus_per_task
                        : per_rank(c, sysconf(_SC_NPROCESSORS_ONLN), per_node);
-    lmf_launch_cmd lc = {
-        .ranks = e->slurm_ntasks, .threads = threads, .extra = getenv("LMF_SRUN_ARGS")};
+    lmf_launch_cmd lc = {.ranks = e->slurm_ntasks,
+                         .threads = threads,
+                         .extra = getenv("LMF_SRUN_ARGS"),
+                         .subcmd = job->subcmd};
     int rc = lmf_launch_srun_argv(&lc, self, args, cmd);
     if (!rc)
         lmf_info("Slurm job %ld: starting its %d tasks under srun, %ld threads each",
@@ -175,6 +195,12 @@ static int plan_srun(const lmf_config *c, const lmf_launch_env *e, const char *s
 }
 
 int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_code) {
+    static const lmf_launch_job train = {.subcmd = "train"};
+    return lmf_cli_launch_job(c, &train, argc, argv, exit_code);
+}
+
+int lmf_cli_launch_job(const lmf_config *c, const lmf_launch_job *job, int argc, char **argv,
+                       int *exit_code) {
     *exit_code = -1;
     lmf_launch_env e;
     int rc = lmf_launch_detect(&e);
@@ -189,8 +215,10 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_c
         return 0;
     }
     int nproc, max_restarts = 0;
-    if ((rc = ranks_here(c, &e, &nproc))) return rc;
-    if (lmf_config_is_set(c, "max_restarts"))
+    if ((rc = ranks_here(c, &e, job, &nproc))) return rc;
+    if (job->no_restarts)
+        ;
+    else if (lmf_config_is_set(c, "max_restarts"))
         max_restarts = (int)lmf_config_int(c, "max_restarts");
     else if ((rc = env_count("MAX_RESTARTS", 0, &max_restarts)))
         return rc;
@@ -209,23 +237,25 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_c
     lmf_rdzv rdzv, *r = NULL;
     if (rc) {
     } else if (e.kind == LMF_LAUNCH_SLURM_ALLOC) {
-        rc = plan_srun(c, &e, self, &args, &cmd);
+        rc = plan_srun(c, &e, self, job, &args, &cmd);
     } else if (e.nnodes > 1) {
-        rc = plan_nnodes(c, &e, nproc, self, &args, &rdzv, &cmd, exit_code);
+        rc = plan_nnodes(c, &e, nproc, self, job, &args, &rdzv, &cmd, exit_code);
         if (!rc && *exit_code < 0) r = &rdzv;
     } else if (hostfile) {
-        rc = plan_hostfile(c, hostfile, self, &args, &cmd);
+        rc = plan_hostfile(c, hostfile, self, job, &args, &cmd);
     } else if (nproc > 1 || force) {
         long threads = per_rank(c, sysconf(_SC_NPROCESSORS_ONLN), nproc);
-        lmf_launch_cmd lc = {
-            .ranks = nproc, .threads = threads, .extra = getenv("LMF_MPIRUN_ARGS")};
+        lmf_launch_cmd lc = {.ranks = nproc,
+                             .threads = threads,
+                             .extra = getenv("LMF_MPIRUN_ARGS"),
+                             .subcmd = job->subcmd};
         rc = lmf_launch_mpirun_argv(&lc, self, &args, &cmd);
-        lmf_info("nproc_per_node %d: starting %d ranks under mpirun, %ld threads each", nproc,
-                 nproc, threads);
+        lmf_info("%s %d: starting %d ranks under mpirun, %ld threads each",
+                 job->label ? job->label : "nproc_per_node", nproc, nproc, threads);
     } else { /* one process, restarted on failure */
         setenv("LMF_LAUNCH_SUPERVISED", "1", 1);
         rc = lmf_argv_add(&cmd, self);
-        if (!rc) rc = lmf_argv_add(&cmd, "train");
+        if (!rc) rc = lmf_argv_add(&cmd, job->subcmd);
         if (!rc) rc = lmf_argv_add_all(&cmd, &args);
     }
     lmf_argv_free(&args);
@@ -237,7 +267,7 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_c
     lmf_argv_format(&cmd, shown, sizeof shown);
     lmf_debug("launch: %s", shown);
     fflush(NULL);
-    if (!r && max_restarts == 0) {
+    if (!r && max_restarts == 0 && !job->stop_signal) {
         execvp(cmd.v[0], cmd.v);
         rc = lmf_errorf(LMF_EIO, "cannot start %s: %s (install %s)", cmd.v[0], strerror(errno),
                         strcmp(cmd.v[0], "srun") ? "openmpi-bin" : "Slurm's client");
@@ -253,7 +283,9 @@ int lmf_cli_launch_ranks(const lmf_config *c, int argc, char **argv, int *exit_c
                              .max_restarts = max_restarts,
                              .output_was_fresh = dir_is_fresh(out_dir) ||
                                                  lmf_config_bool(c, "overwrite_output_dir"),
-                             .rdzv = r};
+                             .rdzv = r,
+                             .name = job->subcmd,
+                             .stop_signal = job->stop_signal};
     *exit_code = lmf_launch_supervise(&so);
     lmf_argv_free(&cmd);
     return 0;

@@ -41,6 +41,7 @@ typedef struct lmf_launch_cmd {
     const char *rsh_agent; /* NULL: mpirun's default (ssh); else plm_rsh_agent */
     int multi_node;        /* adds OpenMPI's daemon keepalive settings */
     const char *extra;     /* LMF_MPIRUN_ARGS / LMF_SRUN_ARGS: blank-separated words */
+    const char *subcmd;    /* what each rank runs: SELF SUBCMD ARGS...; NULL: "train" */
 } lmf_launch_cmd;
 /* mpirun ... SELF train ARGS... into out (args: everything after "train"). */
 int lmf_launch_mpirun_argv(const lmf_launch_cmd *c, const char *self, const lmf_argv *args,
@@ -59,6 +60,9 @@ typedef struct lmf_supervise_opts {
     int max_restarts;
     int output_was_fresh;  /* output_dir was absent or empty before the first launch */
     struct lmf_rdzv *rdzv; /* the other nodes of a NNODES launch, or NULL */
+    const char *name;      /* the command, for messages; NULL: "train" */
+    int stop_signal;       /* sent to the job when this process gets SIGINT / SIGTERM / SIGHUP;
+                              0: that signal itself */
 } lmf_supervise_opts;
 /* Runs the job, teeing its stderr to spot which rank failed; after a failure relaunches it
  * (resuming from the newest checkpoint) up to max_restarts times. Returns the job's exit code
@@ -70,6 +74,22 @@ int lmf_launch_supervise(const lmf_supervise_opts *o);
  * report of the rank it killed, which beats a rank that merely aborted. Returns 1 when the
  * line replaced the note. */
 int lmf_launch_failure_note(const char *line, char *note, size_t n, int *prio);
+
+/* ---- which job a launch starts (launch.c) ---- */
+struct lmf_config;
+typedef struct lmf_launch_job {
+    const char *subcmd; /* "train", "api" */
+    int ranks;          /* > 0: the job's total rank count (tensor_parallel_size): the default
+                           ranks on one node, total / NNODES per node of a NNODES launch, and
+                           mpirun -np with a hostfile; 0: nproc_per_node per node (train) */
+    int stop_signal;    /* > 0: the launcher stays the job's parent and turns SIGINT / SIGTERM
+                           into this signal for it (mpirun forwards SIGUSR1 to every rank) */
+    int no_restarts;    /* max_restarts / MAX_RESTARTS do not apply */
+    const char *label;  /* what sets the ranks, for the log: "tensor_parallel_size" */
+} lmf_launch_job;
+/* lmf_cli_launch_ranks (cli.h) for any job. */
+int lmf_cli_launch_job(const struct lmf_config *c, const lmf_launch_job *job, int argc, char **argv,
+                       int *exit_code);
 
 /* ---- NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT rendezvous (launch_rdzv*.c) ---- */
 typedef struct lmf_rdzv_node {

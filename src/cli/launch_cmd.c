@@ -1,5 +1,6 @@
-/* The command lines that start a training job's ranks: OpenMPI's mpirun (one node, a hostfile,
- * or the nodes of a NNODES rendezvous) and Slurm's srun (see launch.h). */
+/* The command lines that start a job's ranks (training, or tensor-parallel serving): OpenMPI's
+ * mpirun (one node, a hostfile, or the nodes of a NNODES rendezvous) and Slurm's srun (see
+ * launch.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ int lmf_launch_mpirun_argv(const lmf_launch_cmd *c, const char *self, const lmf_
     }
     if (!rc) rc = lmf_argv_add_words(out, c->extra);
     if (!rc) rc = lmf_argv_add(out, self);
-    if (!rc) rc = lmf_argv_add(out, "train");
+    if (!rc) rc = lmf_argv_add(out, c->subcmd ? c->subcmd : "train");
     if (!rc) rc = lmf_argv_add_all(out, args);
     return rc;
 }
@@ -64,7 +65,7 @@ int lmf_launch_srun_argv(const lmf_launch_cmd *c, const char *self, const lmf_ar
         rc = lmf_argv_addf(out, "--export=ALL,OMP_NUM_THREADS=%ld,LMF_UNDER_SRUN=1", c->threads);
     if (!rc) rc = lmf_argv_add_words(out, c->extra);
     if (!rc) rc = lmf_argv_add(out, self);
-    if (!rc) rc = lmf_argv_add(out, "train");
+    if (!rc) rc = lmf_argv_add(out, c->subcmd ? c->subcmd : "train");
     if (!rc) rc = lmf_argv_add_all(out, args);
     return rc;
 }

@@ -18,11 +18,11 @@
 #include "lmforge/checkpoint.h"
 #include "lmforge/core.h"
 
-static volatile sig_atomic_t got_signal, child_pid;
+static volatile sig_atomic_t got_signal, child_pid, stop_signal;
 
 static void on_signal(int sig) {
     got_signal = sig;
-    if (child_pid > 0) kill((pid_t)child_pid, sig);
+    if (child_pid > 0) kill((pid_t)child_pid, stop_signal ? stop_signal : sig);
 }
 
 static void set_handlers(void (*h)(int)) {
@@ -61,7 +61,7 @@ static void log_bytes(job_log *t, const char *buf, size_t n) {
 
 /* Runs argv to its end; returns its exit code (128 + signal when killed), -1 if it could not
  * start. */
-static int run_once(char **argv, lmf_rdzv *rdzv, job_log *t) {
+static int run_once(char **argv, lmf_rdzv *rdzv, job_log *t, const char *name) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC)) {
         lmf_errorf(LMF_EIO, "pipe: %s", strerror(errno));
@@ -79,7 +79,7 @@ static int run_once(char **argv, lmf_rdzv *rdzv, job_log *t) {
         if (getppid() != parent) _exit(143);
         dup2(pfd[1], 2);
         execvp(argv[0], argv);
-        fprintf(stderr, "lmforge train: cannot start %s: %s\n", argv[0], strerror(errno));
+        fprintf(stderr, "lmforge %s: cannot start %s: %s\n", name, argv[0], strerror(errno));
         _exit(127);
     }
     child_pid = pid;
@@ -109,6 +109,8 @@ static int run_once(char **argv, lmf_rdzv *rdzv, job_log *t) {
 }
 
 int lmf_launch_supervise(const lmf_supervise_opts *o) {
+    const char *name = o->name ? o->name : "train";
+    stop_signal = o->stop_signal;
     set_handlers(on_signal);
     int code = 0;
     char extra[4200] = "";
@@ -120,10 +122,10 @@ int lmf_launch_supervise(const lmf_supervise_opts *o) {
         int rc = lmf_argv_add_all(&cmd, o->cmd);
         if (!rc && extra[0]) rc = lmf_argv_add(&cmd, extra);
         job_log t = {.prio = 0};
-        code = rc ? -1 : run_once(cmd.v, o->rdzv, &t);
+        code = rc ? -1 : run_once(cmd.v, o->rdzv, &t, name);
         lmf_argv_free(&cmd);
         if (code < 0) {
-            fprintf(stderr, "lmforge train: error: %s\n", lmf_last_error());
+            fprintf(stderr, "lmforge %s: error: %s\n", name, lmf_last_error());
             code = 1;
         }
         if (o->rdzv && lmf_rdzv_stop_all(o->rdzv) && !code) code = 1;
@@ -147,7 +149,8 @@ int lmf_launch_supervise(const lmf_supervise_opts *o) {
         }
         free(ck);
     }
-    if (got_signal && !code) code = 128 + got_signal;
+    /* a job stopped by its stop signal that exits 0 ended as asked */
+    if (got_signal && !code && !o->stop_signal) code = 128 + got_signal;
     if (o->rdzv) lmf_rdzv_finish(o->rdzv, code);
     set_handlers(SIG_DFL);
     return code;

@@ -172,6 +172,43 @@ int lmf_comm_iallgatherv(lmf_comm *c, const void *send, void *recv, const size_t
     return posted(r, rc, "MPI_Iallgatherv", req);
 }
 
+int lmf_comm_igatherv(lmf_comm *c, const void *send, void *recv, const size_t *counts, lmf_dtype t,
+                      int root, lmf_comm_req **req) {
+    *req = NULL;
+    size_t es = lmf_dtype_size(t), total = 0, before = 0;
+    if (root < 0 || root >= c->size)
+        return lmf_errorf(LMF_EINVAL, "comm \"%s\": gather root %d outside 0..%d", c->name, root,
+                          c->size - 1);
+    int rc = v_layout(c, "gather", counts, NULL, &total);
+    if (rc) return rc;
+    for (int i = 0; i < c->rank; i++) before += counts[i];
+    lmf_comm_req *r = comm_req_new(c, OP_GATHER, total * es, c->use_mpi ? 1 : 0);
+    if (!r) return LMF_ENOMEM;
+    if (!c->use_mpi) {
+        memmove((char *)recv + before * es, send, counts[c->rank] * es);
+        *req = r;
+        return 0;
+    }
+    if ((rc = v_layout(c, "gather", counts, r, &total))) {
+        comm_req_release(r);
+        return rc;
+    }
+    MPI_Datatype el;
+    MPI_Type_contiguous((int)es, MPI_BYTE, &el);
+    MPI_Type_commit(&el);
+    rc = MPI_Igatherv(send, (int)counts[c->rank], el, recv, r->vcounts, r->vcounts + c->size, el,
+                      root, c->mc, &r->mr[0]);
+    MPI_Type_free(&el);
+    return posted(r, rc, "MPI_Igatherv", req);
+}
+
+int lmf_comm_gatherv(lmf_comm *c, const void *send, void *recv, const size_t *counts, lmf_dtype t,
+                     int root) {
+    lmf_comm_req *r;
+    int rc = lmf_comm_igatherv(c, send, recv, counts, t, root, &r);
+    return rc ? rc : lmf_comm_wait(&r);
+}
+
 int lmf_comm_ireduce_scatterv(lmf_comm *c, const void *send, void *recv, const size_t *counts,
                               lmf_dtype t, lmf_reduce_op op, lmf_comm_req **req) {
     *req = NULL;

@@ -9,7 +9,15 @@
 
 #include "lmforge/comm.h"
 
-enum comm_op { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST, OP_BARRIER, OP_COUNT };
+enum comm_op {
+    OP_ALLREDUCE,
+    OP_REDUCE_SCATTER,
+    OP_ALLGATHER,
+    OP_BROADCAST,
+    OP_BARRIER,
+    OP_GATHER,
+    OP_COUNT
+};
 const char *comm_op_name(int op);
 
 #define DIAG_SLOTS 16

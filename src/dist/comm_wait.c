@@ -23,8 +23,8 @@ double comm_now(void) {
 }
 
 const char *comm_op_name(int op) {
-    static const char *names[OP_COUNT] = {"all-reduce", "reduce-scatter", "all-gather", "broadcast",
-                                          "barrier"};
+    static const char *names[OP_COUNT] = {"all-reduce", "reduce-scatter", "all-gather",
+                                          "broadcast",  "barrier",        "gather"};
     return op >= 0 && op < OP_COUNT ? names[op] : "collective";
 }
 

@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include "decode_internal.h"
+#include "tp_internal.h"
 #include "lmforge/decode_kernels.h"
 #include "lmforge/quant.h"
 
@@ -181,7 +182,7 @@ static int validate(const lmf_model *m, const lmf_kv_pool *kv, const lmf_seq_ste
                 return lmf_errorf(LMF_ERANGE, "step: sequence %d: block %d outside the pool", i,
                                   s->table[b]);
         for (int t = 0; t < s->n_new; t++)
-            if (s->tokens[t] < 0 || s->tokens[t] >= m->cfg.vocab)
+            if (s->tokens[t] < 0 || s->tokens[t] >= lmf_model_vocab(m))
                 return lmf_errorf(LMF_ERANGE, "step: sequence %d: token %d outside the vocabulary",
                                   i, s->tokens[t]);
         *n_total += s->n_new;
@@ -281,20 +282,22 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         }
     }
     lmf_paged_shape ps = lmf_kv_paged_shape(kv, &m->cfg);
+    /* A tensor-parallel shard's lm_head fills its vocabulary block, gathered at the end. */
+    float *head_out = logits;
+    if (m->tp && (rc = lmf_tp_step_begin(m, seqs, n_seqs, &head_out))) return rc;
     void (*attn)(float *, const float *, const void *, const void *, const lmf_paged_seq *, int,
                  const lmf_paged_shape *) =
         be == lmf_backend_cpu() ? lmf_attn_paged_fast : be->attn_paged;
-    if (m->qembed) {
-        size_t rb = lmf_quant_row_bytes((lmf_qtype)m->qtype, C);
-        for (int i = 0; i < n; i++)
-            lmf_dequantize_row((lmf_qtype)m->qtype, b.x + (size_t)i * C,
-                               (const uint8_t *)m->qembed + (size_t)b.ids[i] * rb, C);
+    if (m->tp) {
+        if ((rc = lmf_tp_embed(m, b.x, b.ids, n))) return rc;
+    } else if (m->qembed) {
+        for (int i = 0; i < n; i++) lmf_model_embed_row(m, b.ids[i], b.x + (size_t)i * C);
     } else {
         be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
     }
     if (fused) {
-        lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, logits);
-        return 0;
+        lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, head_out);
+        return m->tp ? lmf_tp_step_end(m, logits) : 0;
     }
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
@@ -312,12 +315,14 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         size_t layer_off = (size_t)l * kv->layer_bytes;
         attn(b.att, b.q, kv->kbuf + layer_off, kv->vbuf + layer_off, b.pseqs, n_seqs, &ps);
         step_linear(m, l, LMF_O, b.att, b.xn, NULL, seqs, n_seqs, &b);
+        if (m->tp && (rc = lmf_tp_allreduce(m, b.xn, (size_t)n * C))) return rc;
         be->add(b.x, b.xn, (size_t)n * C);
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->mlp_norm, n, C, c->rms_eps);
         step_linear(m, l, LMF_GATE, b.xn, b.gate, NULL, seqs, n_seqs, &b);
         step_linear(m, l, LMF_UP, b.xn, b.up, NULL, seqs, n_seqs, &b);
         be->swiglu_fwd(b.h, b.gate, b.up, (size_t)n * c->ffn);
         step_linear(m, l, LMF_DOWN, b.h, b.xn, NULL, seqs, n_seqs, &b);
+        if (m->tp && (rc = lmf_tp_allreduce(m, b.xn, (size_t)n * C))) return rc;
         be->add(b.x, b.xn, (size_t)n * C);
     }
     /* Only the rows that want logits go through the final norm and lm_head. */
@@ -328,9 +333,9 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
         if (seqs[i].want_logits)
             be->copy(b.last + (size_t)n_out++ * C, b.x + (size_t)(row - 1) * C, sizeof(float) * C);
     }
-    if (n_out && logits) {
+    if (n_out && head_out) {
         be->rmsnorm_fwd(b.lastn, NULL, b.last, m->w.final_norm, n_out, C, c->rms_eps);
-        base_product(m, m->w.lm_head, m->qhead, b.lastn, logits, n_out, c->vocab, C, b.xb);
+        base_product(m, m->w.lm_head, m->qhead, b.lastn, head_out, n_out, c->vocab, C, b.xb);
     }
-    return 0;
+    return m->tp ? lmf_tp_step_end(m, logits) : 0;
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "decode_internal.h"
+#include "tp_internal.h"
 #include "lmforge/decode_kernels.h"
 #include "lmforge/quant.h"
 
@@ -35,7 +36,7 @@ typedef struct steal_range {
 
 typedef struct phase_sync {
     alignas(64) atomic_int done; /* items finished */
-    int items;
+    int items;                   /* to finish: the work items, + 1 for a tensor-parallel reduce */
 } phase_sync;
 
 typedef struct fused {
@@ -128,6 +129,14 @@ static int phase_items(const fused *f, int p) {
     default:
         return ceil_div(c->hidden, f->rows_f);
     }
+}
+
+/* A tensor-parallel shard's o and down products are partial sums: the phase's last work item
+ * to finish all-reduces them over the ranks and adds the residual (one more item of the phase,
+ * so that the phases reading x wait for it). */
+static int tp_reduce_phase(const fused *f, int p) {
+    int k = p % PH_PER_LAYER;
+    return f->m->tp && p != f->n_phases - 1 && (k == PH_O || k == PH_DOWN);
 }
 
 static inline void cpu_relax(void) {
@@ -343,7 +352,7 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
     case PH_O: {
         int r0 = it * f->rows_o, r1 = r0 + f->rows_o < C ? r0 + f->rows_o : C;
         product(f, l, LMF_O, QD, b->xn, C, r0, r1, b->att, xb, n);
-        residual(b->x, b->xn, n, C, r0, r1);
+        if (!m->tp) residual(b->x, b->xn, n, C, r0, r1);
         break;
     }
     case PH_GU: {
@@ -358,7 +367,7 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
     default: {
         int r0 = it * f->rows_f, r1 = r0 + f->rows_f < C ? r0 + f->rows_f : C;
         product(f, l, LMF_DOWN, F, b->xn, C, r0, r1, b->h, xb, n);
-        residual(b->x, b->xn, n, C, r0, r1);
+        if (!m->tp) residual(b->x, b->xn, n, C, r0, r1);
         break;
     }
     }
@@ -376,7 +385,12 @@ static void run_phase(fused *f, int p, int tid, const float *xn, const uint16_t 
             did++;
         }
     }
-    if (did) atomic_fetch_add_explicit(&f->ph[p].done, did, memory_order_release);
+    if (!did) return;
+    int now = atomic_fetch_add_explicit(&f->ph[p].done, did, memory_order_acq_rel) + did;
+    if (tp_reduce_phase(f, p) && now == f->ph[p].items - 1) {
+        lmf_tp_reduce_residual(f->m, f->b->xn, f->b->x, (size_t)f->n * f->m->cfg.hidden);
+        atomic_fetch_add_explicit(&f->ph[p].done, 1, memory_order_release);
+    }
 }
 
 /* The input of a product as this thread reads it: RMSNorm'd into xn when norm is given, then
@@ -467,7 +481,7 @@ void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int
     for (int ph = 0; ph < f.n_phases; ph++) {
         int items = phase_items(&f, ph), per = ceil_div(items, nt);
         atomic_init(&f.ph[ph].done, 0);
-        f.ph[ph].items = items;
+        f.ph[ph].items = items + tp_reduce_phase(&f, ph);
         for (int t = 0; t < nt; t++) {
             unsigned lo = (unsigned)(per * t < items ? per * t : items),
                      hi = (unsigned)(per * (t + 1) < items ? per * (t + 1) : items);

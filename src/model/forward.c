@@ -316,10 +316,7 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     weight_event(m, -1, LMF_WEIGHTS_FWD_BEGIN);
 
     if (m->qembed) {
-        size_t rb = lmf_quant_row_bytes((lmf_qtype)m->qtype, C);
-        for (int i = 0; i < n; i++)
-            lmf_dequantize_row((lmf_qtype)m->qtype, a->L[0].x_in + (size_t)i * C,
-                               m->qembed + (size_t)a->ids[i] * rb, C);
+        for (int i = 0; i < n; i++) lmf_model_embed_row(m, a->ids[i], a->L[0].x_in + (size_t)i * C);
     } else {
         be->embed_fwd(a->L[0].x_in, m->w.embed, a->ids, n, C);
     }

@@ -25,6 +25,9 @@ static inline void weight_event(lmf_model *m, int layer, int event) {
     if (m->weight_hook) m->weight_hook(m->weight_hook_user, layer, event);
 }
 
+/* quantize.c: row r of the embedding table into out (hidden floats), dequantized when the base
+ * is quantized. */
+void lmf_model_embed_row(const lmf_model *m, int64_t r, float *out);
 /* quantize.c: scratch of at least `floats` for dx through a quantized matrix (NULL: no memory). */
 float *lmf_model_qscratch(lmf_model *m, size_t floats);
 

@@ -105,3 +105,12 @@ float *lmf_model_qscratch(lmf_model *m, size_t floats) {
     }
     return m->qtmp;
 }
+
+void lmf_model_embed_row(const lmf_model *m, int64_t r, float *out) {
+    int C = m->cfg.hidden;
+    if (m->qembed)
+        lmf_dequantize_row((lmf_qtype)m->qtype, out,
+                           m->qembed + (size_t)r * lmf_quant_row_bytes((lmf_qtype)m->qtype, C), C);
+    else
+        memcpy(out, m->w.embed + (size_t)r * C, sizeof(float) * C);
+}

@@ -4,6 +4,7 @@
 #include "lmforge/io.h"
 #include "lmforge/json.h"
 #include "lmforge/model.h"
+#include "lmforge/tensor_parallel.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -194,6 +195,7 @@ void lmf_model_free(lmf_model *m) {
     free(m->table);
     free(m->trainable);
     free(m->inv_freq);
+    lmf_tp_free(m->tp);
     free(m);
 }
 

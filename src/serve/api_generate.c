@@ -39,12 +39,12 @@ static int completion_prompt(lmf_server *s, const lmf_oai_request *r, int32_t **
                              lmf_oai_error *e) {
     if (r->prompt_ids) {
         for (int i = 0; i < r->n_prompt_ids; i++)
-            if (r->prompt_ids[i] >= s->m->cfg.vocab) {
+            if (r->prompt_ids[i] >= lmf_model_vocab(s->m)) {
                 char param[32];
                 snprintf(param, sizeof param, "prompt[%d]", i);
                 return lmf_oai_error_set(e, 400, "invalid_request_error", NULL, param,
                                          "'%s': token %d is outside the vocabulary (%d)", param,
-                                         r->prompt_ids[i], s->m->cfg.vocab);
+                                         r->prompt_ids[i], lmf_model_vocab(s->m));
             }
         *ids = malloc(sizeof **ids * (size_t)r->n_prompt_ids);
         if (!*ids) return lmf_oai_error_set(e, 500, "server_error", NULL, NULL, "out of memory");

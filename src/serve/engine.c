@@ -53,6 +53,7 @@ void lmf_engine_config_defaults(lmf_engine_config *c) {
     c->max_running = 64;
     c->max_waiting = 256;
     c->prefix_caching = 1;
+    c->step = NULL, c->step_user = NULL;
 }
 
 int lmf_engine_create(lmf_engine **out, lmf_model *m, const lmf_engine_config *c) {
@@ -66,13 +67,13 @@ int lmf_engine_create(lmf_engine **out, lmf_model *m, const lmf_engine_config *c
     e->m = m, e->c = *c, e->next_id = 1;
     int rc = lmf_kv_pool_create_dtype(&e->kv, m, c->block_size, c->n_blocks, c->kv_dtype);
     if (!rc) rc = lmf_block_mgr_init(&e->bm, c->n_blocks, c->block_size);
-    if (!rc) rc = lmf_sampling_work_init(&e->work, m->cfg.vocab);
+    if (!rc) rc = lmf_sampling_work_init(&e->work, lmf_model_vocab(m));
     int cap = c->max_running + c->max_waiting + 1;
     e->waiting = calloc((size_t)cap, sizeof *e->waiting);
     e->running = calloc((size_t)cap, sizeof *e->running);
     e->steps = calloc((size_t)cap, sizeof *e->steps);
     e->stepped = calloc((size_t)cap, sizeof *e->stepped);
-    e->logits = malloc(sizeof(float) * (size_t)m->cfg.vocab * cap);
+    e->logits = malloc(sizeof(float) * (size_t)lmf_model_vocab(m) * cap);
     if (!rc && (!e->waiting || !e->running || !e->steps || !e->stepped || !e->logits))
         rc = lmf_errorf(LMF_ENOMEM, "engine: out of memory");
     pthread_mutex_init(&e->mu, NULL);
@@ -113,7 +114,7 @@ int lmf_engine_submit(lmf_engine *e, const lmf_request_params *p, uint64_t *id) 
     if (p->max_tokens <= 0)
         return lmf_errorf(LMF_EINVAL, "max_tokens must be positive (got %d)", p->max_tokens);
     for (int i = 0; i < p->n_prompt; i++)
-        if (p->prompt[i] < 0 || p->prompt[i] >= mc->vocab)
+        if (p->prompt[i] < 0 || p->prompt[i] >= lmf_model_vocab(e->m))
             return lmf_errorf(LMF_EINVAL, "prompt: token %d outside the vocabulary", p->prompt[i]);
     if (p->n_prompt >= mc->max_pos)
         return lmf_errorf(LMF_EINVAL, "prompt: %d tokens, the model's context is %d", p->n_prompt,
@@ -372,7 +373,8 @@ int lmf_engine_step(lmf_engine *e) {
     int n = schedule(e);
     group_by_adapter(e, n);
     if (n > 0) {
-        int rc = lmf_model_step(e->m, &e->kv, e->steps, n, e->logits);
+        int rc = e->c.step ? e->c.step(e->c.step_user, e->m, &e->kv, e->steps, n, e->logits)
+                           : lmf_model_step(e->m, &e->kv, e->steps, n, e->logits);
         if (rc) return rc;
         int row = 0;
         int32_t eos = e->m->cfg.eos_id;
@@ -384,9 +386,10 @@ int lmf_engine_step(lmf_engine *e) {
             publish_full_blocks(e, r);
             if (!e->steps[i].want_logits) continue;
             lmf_sample_result s;
-            rc = lmf_sample(e->logits + (size_t)row++ * e->m->cfg.vocab, e->m->cfg.vocab,
-                            &r->p.sampling, r->tokens, r->n_prompt, r->tokens + r->n_prompt,
-                            r->n_tokens - r->n_prompt, &r->rng, &e->work, &s);
+            int V = lmf_model_vocab(e->m);
+            rc = lmf_sample(e->logits + (size_t)row++ * V, V, &r->p.sampling, r->tokens,
+                            r->n_prompt, r->tokens + r->n_prompt, r->n_tokens - r->n_prompt,
+                            &r->rng, &e->work, &s);
             if (rc) return rc;
             r->tokens[r->n_tokens++] = s.token;
             e->st.generation_tokens++;

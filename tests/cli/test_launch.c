@@ -108,6 +108,15 @@ static void commands(void) {
                         "--export=ALL,OMP_NUM_THREADS=8,LMF_UNDER_SRUN=1 --mpi=pmix "
                         "--cpu-bind=cores /opt/lmforge train cfg.yaml max_steps=3"));
     lmf_argv_free(&out);
+    /* another subcommand: a tensor-parallel server's ranks */
+    lmf_launch_cmd api = {.ranks = 2, .threads = 1, .subcmd = "api"};
+    CHECK(lmf_launch_mpirun_argv(&api, "/opt/lmforge", &args, &out) == 0);
+    snprintf(want, sizeof want,
+             "mpirun -np 2 --oversubscribe --mca mpi_yield_when_idle 1 "
+             "--bind-to none -x OMP_NUM_THREADS=1%s /opt/lmforge api cfg.yaml max_steps=3",
+             root);
+    CHECK(argv_is(&out, want));
+    lmf_argv_free(&out);
     lmf_argv_free(&args);
 }
 

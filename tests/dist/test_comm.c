@@ -195,6 +195,15 @@ static void test_vcollectives(lmf_comm *c) {
     for (int r = 0, o = 0; r < P; o += (int)counts[r], r++)
         for (size_t i = 0; i < counts[r]; i++) bad += all[o + i] != f(r, (size_t)o + i);
     CHECK_MSG(bad == 0, "all-gather v: %zu wrong", bad);
+    /* gather v to the last rank (tensor parallelism's logits go to rank 0) */
+    memset(all, 0, (total + 1) * sizeof(float));
+    CHECK(lmf_comm_igatherv(c, mine, R == P - 1 ? all : NULL, counts, LMF_F32, P - 1, &q) == 0 &&
+          lmf_comm_wait(&q) == 0);
+    bad = 0;
+    for (int r = 0, o = 0; R == P - 1 && r < P; o += (int)counts[r], r++)
+        for (size_t i = 0; i < counts[r]; i++) bad += all[o + i] != f(r, (size_t)o + i);
+    CHECK_MSG(bad == 0, "gather v: %zu wrong", bad);
+    CHECK(lmf_comm_gatherv(c, mine, all, counts, LMF_F32, P) == LMF_EINVAL);
     for (size_t i = 0; i < total; i++) all[i] = f(R, i);
     CHECK(lmf_comm_ireduce_scatterv(c, all, recv, counts, LMF_F32, LMF_REDUCE_SUM, &q) == 0 &&
           lmf_comm_wait(&q) == 0);
