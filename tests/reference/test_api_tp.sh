@@ -6,7 +6,8 @@
 # biases) and a tied-embedding model, and `lmforge chat` likewise; each rank's KV cache is half the one-rank cache; SIGTERM
 # to the launcher drains and ends every rank with status 0; and what tensor parallelism cannot
 # do is refused with a message naming the setting (a size that does not divide the KV heads,
-# an adapter, data_parallel_size beside it).
+# an adapter, data_parallel_size beside it). With q8_0 / nf4 weights and an int8 KV cache on
+# every rank, tensor_parallel_size 2 still equals 1 with the same settings.
 . "$(dirname "$0")/common.sh"
 command -v mpirun > /dev/null || { echo "SKIP: mpirun not found"; exit 77; }
 if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
@@ -35,12 +36,14 @@ max_num_batched_tokens: 16
 threads: 1
 YAML
 port() { "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
-# serve NAME TP MODEL: a server in the background; its port in NAME.port, pid in NAME.pid
+# serve NAME TP MODEL [KEY=VALUE...]: a server in the background; its port in NAME.port, pid in NAME.pid
 serve() {
+    _n=$1 _tp=$2 _m=$3
+    shift 3
     p=$(port)
-    echo "$p" > "$1.port"
-    API_PORT=$p "$LMF" api api.yaml model_name_or_path="$3" tensor_parallel_size="$2" > "$1.log" 2>&1 &
-    echo $! > "$1.pid"
+    echo "$p" > "$_n.port"
+    API_PORT=$p "$LMF" api api.yaml model_name_or_path="$_m" tensor_parallel_size="$_tp" "$@" > "$_n.log" 2>&1 &
+    echo $! > "$_n.pid"
 }
 # stop NAME: SIGTERM, then its exit status must be 0 within 30 s
 stop() {
@@ -78,14 +81,37 @@ for m in model model_qwen2 model_tied; do
     check "$m: tensor_parallel_size 2 (launcher, mpirun, 2 ranks) exits 0 on SIGTERM" stop two
     [ "$m" = model ] || continue
     grep -E "tensor parallel|KV cache" two.log | sed 's/^/    /'
-    b1=$(sed -n 's/^KV cache: .*(\([0-9]*\) bytes per block)$/\1/p' one.log)
-    b2=$(sed -n 's/^KV cache: .*(\([0-9]*\) bytes per block)$/\1/p' two.log)
-    check "each rank's KV cache block is half the one-rank block ($b2 * 2 == $b1)" test "$((b2 * 2))" -eq "${b1:-0}"
+    b1=$(sed -n 's/^KV cache: .*(\([0-9]*\) bytes per block.*$/\1/p' one.log)
+    b2=$(sed -n 's/^tensor parallel: KV cache per rank .*(\([0-9]*\) bytes per block.*$/\1/p' two.log)
+    check "each rank's KV cache block is half the one-rank block ($b2 * 2 == $b1)" test "$((${b2:-1} * 2))" -eq "${b1:-0}"
     check "rank 0 holds half the heads, KV heads, MLP rows and vocabulary" grep -q "rank 0 holds 2 of 4 attention heads, 1 of 2 KV heads, 176 of 352 MLP rows, 200 of 400 vocabulary rows" two.log
     check "the launcher turned SIGTERM into a drain" grep -q "SIGUSR1: finishing in-flight requests" two.log
 done
 check "the three models answer differently" sh -c "! cmp -s one_model.json one_model_qwen2.json && ! cmp -s one_model.json one_model_tied.json"
 check "no rank is left behind" sh -c "! pgrep -f 'api.yaml model_name_or_path=mode[l]' > /dev/null"
+
+# Quantized weights and an int8 KV cache on the shards: with an intermediate size of 384 each
+# rank's o / down columns start on a block boundary, so the shards quantize to the same blocks as
+# the whole model and tensor_parallel_size 2 == 1 holds with the same settings.
+check "init a tiny llama with an intermediate size of 384" "$LMF" init-model --arch llama --preset tiny --seed 11 --tokenizer tok --out model384 --ffn 384
+for q in q8_0 nf4; do
+    serve one 1 model384 infer_dtype=$q kv_cache_dtype=int8
+    serve two 2 model384 infer_dtype=$q kv_cache_dtype=int8
+    if client one --save one_q.json > out1.txt 2>&1 && client two --against one_q.json; then
+        echo "PASS $q weights, int8 KV cache: tensor_parallel_size 2 == 1"
+    else
+        echo "FAIL $q weights, int8 KV cache: tensor_parallel_size 2 != 1"
+        cat out1.txt
+        log_fail one
+        log_fail two
+        fail=$((fail + 1))
+    fi
+    # (rank 0 logs its shard's weights; a float32 worker would move the logits by ~1e-3, far
+    # past the 1e-4 of the equality above)
+    check "$q: rank 0 says its shard holds $q weights" grep -q "weights: $q" two.log
+    check "$q: tensor_parallel_size 1 exits 0 on SIGTERM" stop one
+    check "$q: tensor_parallel_size 2 exits 0 on SIGTERM" stop two
+done
 
 # `lmforge chat` starts its ranks the same way
 "$LMF" chat api.yaml --prompt "hello there" --prompt "what does each rank hold" > chat1.txt 2>&1 || true
