@@ -97,6 +97,8 @@ void lmf_qmatmul_t_ref(float *dx, const float *dy, lmf_qtype t, const void *W, i
  * kernels' input order: lmf_quant_order_input returns x itself, or dst (n * in floats) holding x
  * reordered for this format's kernel (NF4 / FP4 on the AVX-512 path). */
 const float *lmf_quant_order_input(lmf_qtype t, float *dst, const float *x, int n, int in);
+/* Non-zero when lmf_quant_order_input reorders (dst is written) for t on this machine. */
+int lmf_quant_reorders_input(lmf_qtype t);
 void lmf_qmatvec_rows(float *y, int ldy, const float *x, lmf_qtype t, const void *W, int n, int in,
                       int r0, int r1);
 /* Dot product of one quantized row with x (n values): the plain-C reference. */

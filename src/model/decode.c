@@ -288,13 +288,10 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     void (*attn)(float *, const float *, const void *, const void *, const lmf_paged_seq *, int,
                  const lmf_paged_shape *) =
         be == lmf_backend_cpu() ? lmf_attn_paged_fast : be->attn_paged;
-    if (m->tp) {
-        if ((rc = lmf_tp_embed(m, b.x, b.ids, n))) return rc;
-    } else if (m->qembed) {
-        for (int i = 0; i < n; i++) lmf_model_embed_row(m, b.ids[i], b.x + (size_t)i * C);
-    } else {
-        be->embed_fwd(b.x, m->w.embed, b.ids, n, C);
-    }
+    if (!m->tp)
+        lmf_model_embed(m, b.ids, n, b.x);
+    else if ((rc = lmf_tp_embed(m, b.x, b.ids, n)))
+        return rc;
     if (fused) {
         lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, head_out);
         return m->tp ? lmf_tp_step_end(m, logits) : 0;

@@ -46,6 +46,7 @@ typedef struct fused {
     const step_bufs *b;
     float *logits;
     int n, n_seqs, n_out, nt, n_phases;
+    int qx; /* quantized weights whose kernels read the input reordered (prepare() writes xb) */
     int rows_c, rows_o, rows_gu, rows_f; /* weight rows per item of each kind of product */
     lmf_paged_shape ps;
     phase_sync *ph;
@@ -231,14 +232,15 @@ static int grab(steal_range *R, int own, int *it) {
 }
 
 /* Rows r0..r1 of y = x W^T (n rows) with the weights the model infers with: those of linear id
- * of layer l (l == layers: the lm_head). xb: the input as prepare() left it for bf16 or
- * quantized weights. */
+ * of layer l (l == layers: the lm_head). xb: the input as prepare() left it for bf16 weights or
+ * for quantized ones whose kernels read it reordered (f->qx). */
 static void product(const fused *f, int l, lmf_linear_id id, int in, float *y, int ldy, int r0,
                     int r1, const float *x, const uint16_t *xb, int n) {
     const lmf_model *m = f->m;
     const char *W = weight_rows(m, l, id);
     if (m->quantized)
-        lmf_qmatvec_rows(y, ldy, (const float *)xb, (lmf_qtype)m->qtype, W, n, in, r0, r1);
+        lmf_qmatvec_rows(y, ldy, f->qx ? (const float *)xb : x, (lmf_qtype)m->qtype, W, n, in, r0,
+                         r1);
     else if (m->infer_bf16)
         lmf_matvec_bf16_rows(y, ldy, xb, (const uint16_t *)W, n, in, r0, r1);
     else
@@ -402,10 +404,9 @@ static const float *prepare(const fused *f, const float *x, const float *norm, i
         rmsnorm_rows(xn, x, norm, n, in, m->cfg.rms_eps);
         x = xn;
     }
-    if (m->quantized) {
-        const float *o = lmf_quant_order_input((lmf_qtype)m->qtype, (float *)xb, x, n, in);
-        if (o == x) memcpy(xb, x, sizeof(float) * (size_t)n * in);
-    } else if (m->infer_bf16) {
+    if (f->qx) {
+        lmf_quant_order_input((lmf_qtype)m->qtype, (float *)xb, x, n, in);
+    } else if (m->infer_bf16 && !m->quantized) {
         lmf_round_bf16(xb, x, (size_t)n * in);
     }
     return x;
@@ -465,6 +466,7 @@ void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int
                .nt = nt};
     for (int i = 0; i < n_seqs; i++) f.n_out += seqs[i].want_logits != 0;
     f.n_phases = n_phases(m);
+    f.qx = m->quantized && lmf_quant_reorders_input((lmf_qtype)m->qtype);
     f.rows_c = item_rows(m, c->hidden);
     f.rows_o = item_rows(m, c->heads * c->head_dim);
     f.rows_f = item_rows(m, c->ffn);

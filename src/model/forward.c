@@ -315,11 +315,7 @@ int lmf_model_forward(lmf_model *m, const lmf_batch *b, int want_grad, double *l
     if (m->bf16) lmf_model_refresh_bf16(m);
     weight_event(m, -1, LMF_WEIGHTS_FWD_BEGIN);
 
-    if (m->qembed) {
-        for (int i = 0; i < n; i++) lmf_model_embed_row(m, a->ids[i], a->L[0].x_in + (size_t)i * C);
-    } else {
-        be->embed_fwd(a->L[0].x_in, m->w.embed, a->ids, n, C);
-    }
+    lmf_model_embed(m, a->ids, n, a->L[0].x_in);
     for (int l = 0; l < c->layers; l++) {
         if (m->lora) a->rng_at[l] = m->lora->dropout_rng;
         weight_event(m, l, LMF_WEIGHTS_LAYER_FWD);

@@ -28,6 +28,9 @@ static inline void weight_event(lmf_model *m, int layer, int event) {
 /* quantize.c: row r of the embedding table into out (hidden floats), dequantized when the base
  * is quantized. */
 void lmf_model_embed_row(const lmf_model *m, int64_t r, float *out);
+/* quantize.c: x (n, hidden) := the embeddings of ids: the backend's lookup, or the quantized
+ * table's rows dequantized. */
+void lmf_model_embed(const lmf_model *m, const int32_t *ids, int n, float *x);
 /* quantize.c: scratch of at least `floats` for dx through a quantized matrix (NULL: no memory). */
 float *lmf_model_qscratch(lmf_model *m, size_t floats);
 

@@ -114,3 +114,12 @@ void lmf_model_embed_row(const lmf_model *m, int64_t r, float *out) {
     else
         memcpy(out, m->w.embed + (size_t)r * C, sizeof(float) * C);
 }
+
+void lmf_model_embed(const lmf_model *m, const int32_t *ids, int n, float *x) {
+    int C = m->cfg.hidden;
+    if (!m->qembed) {
+        m->be->embed_fwd(x, m->w.embed, ids, n, C);
+        return;
+    }
+    for (int i = 0; i < n; i++) lmf_model_embed_row(m, ids[i], x + (size_t)i * C);
+}

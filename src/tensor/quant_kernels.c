@@ -23,6 +23,12 @@
 #define PANEL_MIN_ROWS 16
 #define PANEL_BYTES    (2 << 20) /* float32 bytes of one dequantized panel */
 
+/* Values one decode step of a row takes: a 32-value block (Q8_0, Q4_0, Q4_1), or 64 values
+ * (NF4 / FP4 blocks, Q4_K's chunks). */
+static int unit_values(lmf_qtype t) {
+    return t == LMF_Q8_0 || t == LMF_Q4_0 || t == LMF_Q4_1 ? 32 : 64;
+}
+
 static int env_disables_avx512(void) {
     const char *v = getenv("LMF_NO_AVX512");
     return v && v[0] && strcmp(v, "0");
@@ -266,7 +272,7 @@ AVX512 static void decode_units(float *dst, lmf_qtype t, const uint8_t *row, int
     __m512 lut = _mm512_loadu_ps(t == LMF_FP4 ? lmf_fp4_code : lmf_nf4_code);
     for (int64_t u = u0; u < u1; u++) {
         __m512 w[4];
-        int nv = t == LMF_Q8_0 || t == LMF_Q4_0 || t == LMF_Q4_1 ? 2 : 4;
+        int nv = unit_values(t) / 16;
         float *p = dst + (u - u0) * 16 * nv;
         switch (t) {
         case LMF_Q8_0:
@@ -305,7 +311,7 @@ AVX512 static void axpy16(float *dx, float g, const float *w, int64_t len) {
 
 static void qmatmul_t_avx(float *dx, const float *dy, lmf_qtype t, const void *W, int n, int out,
                           int in) {
-    int unit = t == LMF_Q8_0 || t == LMF_Q4_0 || t == LMF_Q4_1 ? 32 : 64;
+    int unit = unit_values(t);
     int64_t nu = in / unit;
     size_t rb = lmf_quant_row_bytes(t, in);
     int fail = 0;
@@ -351,15 +357,21 @@ int lmf_quant_has_fast_kernel(lmf_qtype t) {
 }
 #endif
 
+/* The plain-C rows form: y[i * ldy + o] for the n input rows and weight rows [r0, r1). */
+static void rows_c(float *y, int ldy, const float *x, lmf_qtype t, const void *W, int n, int in,
+                   int r0, int r1) {
+    size_t rb = lmf_quant_row_bytes(t, in);
+    for (int o = r0; o < r1; o++)
+        for (int i = 0; i < n; i++)
+            y[(size_t)i * ldy + o] =
+                lmf_quant_dot_ref(t, (const uint8_t *)W + (size_t)o * rb, x + (size_t)i * in, in);
+}
+
 /* The plain-C path, parallel over output rows (the reference itself stays serial). */
 static void qmatmul_c(float *y, const float *x, lmf_qtype t, const void *W, int n, int out,
                       int in) {
-    size_t rb = lmf_quant_row_bytes(t, in);
 #pragma omp parallel for schedule(static) if ((double)n * out * in > PAR_MIN_WORK)
-    for (int o = 0; o < out; o++)
-        for (int i = 0; i < n; i++)
-            y[(size_t)i * out + o] =
-                lmf_quant_dot_ref(t, (const uint8_t *)W + (size_t)o * rb, x + (size_t)i * in, in);
+    for (int o = 0; o < out; o++) rows_c(y, out, x, t, W, n, in, o, o + 1);
 }
 
 /* rows x in values of W into P, threads over rows; the AVX-512 decoders where they run. */
@@ -367,10 +379,9 @@ static void dequantize_panel(lmf_qtype t, float *P, const uint8_t *W, int rows, 
     size_t rb = lmf_quant_row_bytes(t, in);
 #ifdef HAVE_X86_KERNELS
     if (lmf_quant_kernels_avx512()) {
-        int unit = t == LMF_Q8_0 || t == LMF_Q4_0 || t == LMF_Q4_1 ? 32 : 64;
 #pragma omp parallel for schedule(static) if ((int64_t)rows * in > (1 << 16))
         for (int r = 0; r < rows; r++)
-            decode_units(P + (size_t)r * in, t, W + r * rb, 0, in / unit);
+            decode_units(P + (size_t)r * in, t, W + r * rb, 0, in / unit_values(t));
         return;
     }
 #endif
@@ -426,14 +437,23 @@ void lmf_qmatmul_t(float *dx, const float *dy, lmf_qtype t, const void *W, int n
     lmf_qmatmul_t_ref(dx, dy, t, W, n, out, in);
 }
 
+int lmf_quant_reorders_input(lmf_qtype t) {
+#ifdef HAVE_X86_KERNELS
+    return lmf_quant_kernels_avx512() && needs_permuted_x(t);
+#else
+    (void)t;
+    return 0;
+#endif
+}
+
 const float *lmf_quant_order_input(lmf_qtype t, float *dst, const float *x, int n, int in) {
 #ifdef HAVE_X86_KERNELS
-    if (lmf_quant_kernels_avx512() && needs_permuted_x(t)) {
+    if (lmf_quant_reorders_input(t)) {
         permute_x(dst, x, n, in);
         return dst;
     }
 #endif
-    (void)t, (void)dst, (void)n, (void)in;
+    (void)dst, (void)n, (void)in;
     return x;
 }
 
@@ -445,9 +465,5 @@ void lmf_qmatvec_rows(float *y, int ldy, const float *x, lmf_qtype t, const void
         return;
     }
 #endif
-    size_t rb = lmf_quant_row_bytes(t, in);
-    for (int o = r0; o < r1; o++)
-        for (int i = 0; i < n; i++)
-            y[(size_t)i * ldy + o] =
-                lmf_quant_dot_ref(t, (const uint8_t *)W + (size_t)o * rb, x + (size_t)i * in, in);
+    rows_c(y, ldy, x, t, W, n, in, r0, r1);
 }
