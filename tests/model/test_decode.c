@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lmforge/model.h"
+#include "model/random_model.h"
 #include "test.h"
 
 enum { LEN = 13, BS = 4 };
@@ -18,15 +19,8 @@ static lmf_model *make(lmf_arch arch, const lmf_backend *be, int lora) {
     c.hidden = 32, c.layers = 2, c.heads = 4, c.kv_heads = 2,
     c.head_dim = arch == LMF_ARCH_QWEN3 ? 12 : 8;
     c.ffn = 48, c.vocab = 60;
-    lmf_model *m;
-    CHECK(lmf_model_create(&m, &c, be) == 0);
-    lmf_model_init_random(m, 3);
     lmf_rng r;
-    lmf_rng_seed(&r, 4);
-    for (int i = 0; i < m->n_params; i++)
-        if (m->table[i].is_norm_or_bias)
-            for (size_t k = 0; k < m->table[i].numel; k++)
-                m->params[m->table[i].offset + k] += 0.2f * lmf_rng_normal(&r);
+    lmf_model *m = test_random_model(&c, be, 3, &r);
     if (lora) {
         lmf_lora *l;
         CHECK(lmf_lora_create(&l, m, 4, 8, 0, (1u << LMF_N_LINEAR) - 1) == 0);

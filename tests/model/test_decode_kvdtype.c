@@ -19,6 +19,7 @@
 
 #include "lmforge/model.h"
 #include "lmforge/quant.h"
+#include "model/random_model.h"
 #include "test.h"
 
 enum { LEN = 40, BS = 4, NB = 24 };
@@ -29,15 +30,8 @@ static lmf_model *make(lmf_arch arch, int head_dim, const lmf_backend *be, int l
     lmf_model_preset(&c, arch, "tiny");
     c.hidden = 64, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = head_dim;
     c.ffn = 96, c.vocab = 80;
-    lmf_model *m;
-    CHECK(lmf_model_create(&m, &c, be) == 0);
-    lmf_model_init_random(m, 9);
     lmf_rng r;
-    lmf_rng_seed(&r, 10);
-    for (int i = 0; i < m->n_params; i++)
-        if (m->table[i].is_norm_or_bias)
-            for (size_t k = 0; k < m->table[i].numel; k++)
-                m->params[m->table[i].offset + k] += 0.2f * lmf_rng_normal(&r);
+    lmf_model *m = test_random_model(&c, be, 9, &r);
     if (lora) {
         lmf_lora *l;
         CHECK(lmf_lora_create(&l, m, 4, 8, 0, (1u << LMF_N_LINEAR) - 1) == 0);

@@ -17,6 +17,7 @@
 #include "lmforge/comm.h"
 #include "lmforge/model.h"
 #include "lmforge/tensor_parallel.h"
+#include "model/random_model.h"
 #include "test.h"
 
 enum { LEN = 14, BS = 4, NSEQ = 3 };
@@ -36,15 +37,8 @@ static lmf_model *make(const variant *v, const lmf_backend *be) {
     c.layers = 2, c.kv_heads = v->kv_per_rank * (P > 1 ? P : 2);
     c.heads = c.kv_heads * v->heads_per_kv, c.head_dim = v->head_dim;
     c.hidden = v->hidden, c.ffn = v->ffn, c.vocab = v->vocab, c.tied = v->tied;
-    lmf_model *m;
-    CHECK(lmf_model_create(&m, &c, be) == 0);
-    lmf_model_init_random(m, 3);
     lmf_rng r;
-    lmf_rng_seed(&r, 4);
-    for (int i = 0; i < m->n_params; i++)
-        if (m->table[i].is_norm_or_bias)
-            for (size_t k = 0; k < m->table[i].numel; k++)
-                m->params[m->table[i].offset + k] += 0.2f * lmf_rng_normal(&r);
+    lmf_model *m = test_random_model(&c, be, 3, &r);
     return m;
 }
 
