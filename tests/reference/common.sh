@@ -37,6 +37,9 @@ check_fails() { # the opposite: CMD must exit non-zero
         echo "PASS $_check_name"
     fi
 }
+free_port() { # a TCP port on 127.0.0.1 that nothing listens on now
+    "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
+}
 check_said() { # check_said NAME PATTERN: the last check's output (out.txt) matches PATTERN
     if grep -q "$2" "$WORK/out.txt"; then
         echo "PASS $1"

@@ -43,7 +43,7 @@ for a, b in (("float32", "bfloat16"), ("float32", "int8"), ("bfloat16", "int8"))
 PY
 for dt in float32 bfloat16 int8; do
     sed "s/^threads: 1$/threads: 1\nkv_cache_dtype: $dt/" base.yaml > api_$dt.yaml
-    PORT=$("$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+    PORT=$(free_port)
     API_PORT=$PORT API_MODEL_NAME=m "$LMF" api api_$dt.yaml > api_$dt.log 2>&1 &
     PID=$!
     if "$LMF_PY" - "$PORT" "$dt" "$N" <<'PY'
@@ -125,7 +125,7 @@ assert tokens["int8"] >= 3.5 * tokens["float32"], tokens
 PY
 # chat reads kv_cache_dtype too: its greedy reply with int8 equals the int8 server's.
 sed "s/^threads: 1$/threads: 1\nkv_cache_dtype: int8\nmax_new_tokens: 12/" base.yaml > chat_int8.yaml
-PORT=$("$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+PORT=$(free_port)
 API_PORT=$PORT API_MODEL_NAME=m "$LMF" api chat_int8.yaml > api_chat.log 2>&1 &
 PID=$!
 check "chat with kv_cache_dtype int8 == the int8 server's chat reply" "$LMF_PY" - "$PORT" "$LMF" <<'PY'

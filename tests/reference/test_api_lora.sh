@@ -18,7 +18,7 @@ temperature: 0
 threads: 1
 YAML
 sed 's/^threads: 1$/threads: 1\nlora_modules: alpha=lora_a,beta=lora_b/' base.yaml > api.yaml
-PORT=$("$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+PORT=$(free_port)
 API_PORT=$PORT API_MODEL_NAME=base "$LMF" api api.yaml > api.log 2>&1 &
 PID=$!
 cat > client.py <<'PY'

@@ -24,7 +24,7 @@ max_waiting_requests: 24
 max_request_bytes: $MAX_BODY
 threads: 1
 YAML
-PORT=$("$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+PORT=$(free_port)
 API_PORT=$PORT API_KEY=test-key API_MODEL_NAME=tiny-chat "$LMF" api api.yaml > api.log 2>&1 &
 PID=$!
 if "$LMF_PY" "$REF/api_openai_client.py" --port "$PORT" --key test-key --model tiny-chat \

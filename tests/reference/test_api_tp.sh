@@ -35,12 +35,11 @@ max_num_seqs: 8
 max_num_batched_tokens: 16
 threads: 1
 YAML
-port() { "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 # serve NAME TP MODEL [KEY=VALUE...]: a server in the background; its port in NAME.port, pid in NAME.pid
 serve() {
     _n=$1 _tp=$2 _m=$3
     shift 3
-    p=$(port)
+    p=$(free_port)
     echo "$p" > "$_n.port"
     API_PORT=$p "$LMF" api api.yaml model_name_or_path="$_m" tensor_parallel_size="$_tp" "$@" > "$_n.log" 2>&1 &
     echo $! > "$_n.pid"

@@ -63,7 +63,6 @@ max_new_tokens: 12
 temperature: 0
 threads: 1
 YAML
-free_port() { "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 P1=$(free_port)
 P2=$(free_port)
 P3=$(free_port)

@@ -30,9 +30,8 @@ else
 fi
 
 # data_parallel_size: 2 -> two replicas on PORT+1, PORT+2 and the router on PORT
-port() { "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
-PORT=$(port)
-while ! { "$LMF_PY" -c "import socket,sys; [socket.socket().bind(('127.0.0.1', $PORT + i)) for i in (1, 2)]" 2>/dev/null; }; do PORT=$(port); done
+PORT=$(free_port)
+while ! { "$LMF_PY" -c "import socket,sys; [socket.socket().bind(('127.0.0.1', $PORT + i)) for i in (1, 2)]" 2>/dev/null; }; do PORT=$(free_port); done
 API_PORT=$PORT API_MODEL_NAME=tiny-chat "$LMF" api api.yaml data_parallel_size=2 \
     router_health_interval=0.5 > dp.log 2>&1 &
 PID=$!
@@ -100,7 +99,7 @@ else
     fi
 fi
 # the router's own key, and no replica to serve: 401 from the router, then 503 in OpenAI's format
-RP=$(port)
+RP=$(free_port)
 API_KEY=router-key "$LMF" router --replicas http://127.0.0.1:1 --port "$RP" --health-interval 0.2 > rk.log 2>&1 &
 RPID=$!
 cat > rk_check.py <<PY
