@@ -59,11 +59,11 @@ print('peft', r, 'lmforge', o); sys.exit(0 if abs(o - r) <= 1e-4 * abs(r) else 1
 PY"
 
 check_fails "full fine-tuning on a quantized base: refused" "$LMF" train base.yaml finetuning_type=full quantization_bit=8 output_dir=bad1
-grep -q "a quantized base trains only LoRA adapters" out.txt || { echo "FAIL: message"; fail=$((fail + 1)); }
+check_said "  the message names it" "a quantized base trains only LoRA adapters"
 check_fails "quantization_bit 6: refused" "$LMF" train base.yaml quantization_bit=6 output_dir=bad2
-grep -q "quantization_bit: 6, expected 4 or 8" out.txt || { echo "FAIL: message"; fail=$((fail + 1)); }
+check_said "  the message names it" "quantization_bit: 6, expected 4 or 8"
 check_fails "quantization_type int8: refused" "$LMF" train base.yaml quantization_bit=4 quantization_type=int8 output_dir=bad3
-grep -q "quantization_type" out.txt || { echo "FAIL: message"; fail=$((fail + 1)); }
+check_said "  the message names it" "quantization_type"
 check_fails "nf4 on rows of 352: refused naming the tensor" "$LMF" train base.yaml quantization_bit=4 output_dir=bad4
-grep -q "down_proj.weight: shape \[128, 352\] cannot be quantized as nf4" out.txt || { echo "FAIL: message"; fail=$((fail + 1)); }
+check_said "  the message names it" "down_proj.weight: shape \[128, 352\] cannot be quantized as nf4"
 finish
