@@ -29,6 +29,17 @@ size_t lmf_resident_bytes(const void *ptr, size_t bytes);
 void lmf_free(void *p);
 char *lmf_strdup(const char *s);
 
+/* ---- a growing string: printf-style appends (Prometheus pages and the like) ---- */
+typedef struct lmf_strbuf {
+    char *s; /* NUL-terminated once anything was appended; NULL before */
+    size_t len, cap;
+    int oom; /* an append ran out of memory: later appends do nothing */
+} lmf_strbuf;
+void lmf_strbuf_printf(lmf_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The string, the caller's to free ("" when nothing was appended), or NULL after an
+ * out-of-memory append (the buffer is freed). b is empty again. */
+char *lmf_strbuf_take(lmf_strbuf *b);
+
 /* A bump allocator reset as a whole (per-step activations). */
 typedef struct lmf_arena {
     uint8_t *base;

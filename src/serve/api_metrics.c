@@ -59,53 +59,23 @@ void lmf_api_metrics_count_cancel(lmf_api_metrics *m) {
     pthread_mutex_unlock(&m->mu);
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(sbuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = b->oom ? 0 : vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (b->oom || n < 0) return;
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n + 1;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p, b->cap = cap;
-    }
+static void metric(lmf_strbuf *b, const char *name, const char *type, const char *help, double v) {
+    lmf_strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
-static void metric(sbuf *b, const char *name, const char *type, const char *help, double v) {
-    put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
-}
-
-static void histogram(sbuf *b, const char *name, const char *help, const lmf_histogram *h) {
-    put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+static void histogram(lmf_strbuf *b, const char *name, const char *help, const lmf_histogram *h) {
+    lmf_strbuf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     int64_t cum = 0;
     for (int i = 0; i < h->n_bounds; i++) {
         cum += h->counts[i];
-        put(b, "%s_bucket{le=\"%g\"} %lld\n", name, h->bounds[i], (long long)cum);
+        lmf_strbuf_printf(b, "%s_bucket{le=\"%g\"} %lld\n", name, h->bounds[i], (long long)cum);
     }
-    put(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.17g\n%s_count %lld\n", name, (long long)h->count,
-        name, h->sum, name, (long long)h->count);
+    lmf_strbuf_printf(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.17g\n%s_count %lld\n", name,
+                      (long long)h->count, name, h->sum, name, (long long)h->count);
 }
 
 char *lmf_api_metrics_render(lmf_api_metrics *m, const lmf_engine_stats *st) {
-    sbuf b = {malloc(4096), 0, 4096, 0};
-    if (!b.p) return NULL;
-    b.p[0] = 0;
+    lmf_strbuf b = {0};
     metric(&b, "lmforge_requests_running", "gauge", "Requests decoding in the engine.",
            st->running);
     metric(&b, "lmforge_requests_waiting", "gauge", "Requests queued for the engine.", st->waiting);
@@ -131,11 +101,11 @@ char *lmf_api_metrics_render(lmf_api_metrics *m, const lmf_engine_stats *st) {
     metric(&b, "lmforge_requests_finished_total", "counter", "Engine requests finished.",
            (double)st->requests_done);
     pthread_mutex_lock(&m->mu);
-    put(&b, "# HELP lmforge_http_requests_total HTTP responses by status class.\n"
-            "# TYPE lmforge_http_requests_total counter\n");
+    lmf_strbuf_printf(&b, "# HELP lmforge_http_requests_total HTTP responses by status class.\n"
+                          "# TYPE lmforge_http_requests_total counter\n");
     for (int c = 1; c <= 5; c++)
-        put(&b, "lmforge_http_requests_total{code=\"%dxx\"} %lld\n", c,
-            (long long)m->http_requests[c]);
+        lmf_strbuf_printf(&b, "lmforge_http_requests_total{code=\"%dxx\"} %lld\n", c,
+                          (long long)m->http_requests[c]);
     metric(&b, "lmforge_requests_rejected_busy_total", "counter",
            "Requests refused with 429 (queue full).", (double)m->rejected_busy);
     metric(&b, "lmforge_requests_cancelled_total", "counter",
@@ -147,9 +117,5 @@ char *lmf_api_metrics_render(lmf_api_metrics *m, const lmf_engine_stats *st) {
     histogram(&b, "lmforge_request_duration_seconds", "Time from arrival to the last token.",
               &m->e2e);
     pthread_mutex_unlock(&m->mu);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return lmf_strbuf_take(&b);
 }

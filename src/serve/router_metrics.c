@@ -13,40 +13,10 @@
 
 enum { MAX_FAMILIES = 512 };
 
-typedef struct text {
-    char *s;
-    size_t len, cap;
-    int oom;
-} text;
-
-static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(text *t, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = t->cap - t->len;
-        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? room : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if (t->s && (size_t)n < room) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap ? t->cap : 4096;
-        while (cap < t->len + (size_t)n + 1) cap *= 2;
-        char *s = realloc(t->s, cap);
-        if (!s) {
-            t->oom = 1;
-            return;
-        }
-        t->s = s, t->cap = cap;
-    }
-}
-
 typedef struct family {
     char name[128];
     char *help, *type; /* whole lines, from the first replica that gave them */
-    text samples;
+    lmf_strbuf samples;
 } family;
 
 typedef struct families {
@@ -93,18 +63,18 @@ static void add_exposition(families *fs, const char *url, const char *body) {
             family *f = sample_family(fs, p, nn, cur);
             if (f) {
                 if (p[nn] == '{')
-                    put(&f->samples, "%.*s{replica=\"%s\",%.*s\n", (int)nn, p, url,
-                        (int)(len - nn - 1), p + nn + 1);
+                    lmf_strbuf_printf(&f->samples, "%.*s{replica=\"%s\",%.*s\n", (int)nn, p, url,
+                                      (int)(len - nn - 1), p + nn + 1);
                 else
-                    put(&f->samples, "%.*s{replica=\"%s\"}%.*s\n", (int)nn, p, url, (int)(len - nn),
-                        p + nn);
+                    lmf_strbuf_printf(&f->samples, "%.*s{replica=\"%s\"}%.*s\n", (int)nn, p, url,
+                                      (int)(len - nn), p + nn);
             }
         }
         p += len + (e ? 1 : 0);
     }
 }
 
-static void own(lmf_router *r, text *t) {
+static void own(lmf_router *r, lmf_strbuf *t) {
     static const struct {
         const char *name, *type, *help;
     } m[] = {
@@ -118,7 +88,8 @@ static void own(lmf_router *r, text *t) {
          "streams ended with an error event because the replica failed mid-stream"},
     };
     for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
-        put(t, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
+        lmf_strbuf_printf(t, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name,
+                          m[k].type);
         for (int i = 0; i < r->n; i++) {
             router_replica *p = &r->rep[i];
             long long v = k == 0   ? atomic_load(&p->healthy)
@@ -127,26 +98,29 @@ static void own(lmf_router *r, text *t) {
                           : k == 3 ? atomic_load(&p->failures)
                           : k == 4 ? atomic_load(&p->ejections)
                                    : atomic_load(&p->stream_errors);
-            put(t, "%s{replica=\"%s\"} %lld\n", m[k].name, p->url, v);
+            lmf_strbuf_printf(t, "%s{replica=\"%s\"} %lld\n", m[k].name, p->url, v);
         }
     }
-    put(t,
+    lmf_strbuf_printf(
+        t,
         "# HELP lmforge_router_retries_total requests sent again to another replica\n"
         "# TYPE lmforge_router_retries_total counter\nlmforge_router_retries_total %lld\n",
         (long long)atomic_load(&r->retries));
-    put(t,
+    lmf_strbuf_printf(
+        t,
         "# HELP lmforge_router_no_replica_total requests refused: no replica could take them\n"
         "# TYPE lmforge_router_no_replica_total counter\nlmforge_router_no_replica_total %lld\n",
         (long long)atomic_load(&r->no_replica));
-    put(t, "# HELP lmforge_router_http_responses_total responses of the router by status class\n"
+    lmf_strbuf_printf(
+        t, "# HELP lmforge_router_http_responses_total responses of the router by status class\n"
            "# TYPE lmforge_router_http_responses_total counter\n");
     for (int c = 2; c <= 5; c++)
-        put(t, "lmforge_router_http_responses_total{class=\"%dxx\"} %lld\n", c,
-            (long long)atomic_load(&r->http_class[c]));
+        lmf_strbuf_printf(t, "lmforge_router_http_responses_total{class=\"%dxx\"} %lld\n", c,
+                          (long long)atomic_load(&r->http_class[c]));
 }
 
 char *lmf_router_metrics_render(lmf_router *r) {
-    text t = {0};
+    lmf_strbuf t = {0};
     own(r, &t);
     families *fs = calloc(1, sizeof *fs);
     if (!fs) {
@@ -168,15 +142,11 @@ char *lmf_router_metrics_render(lmf_router *r) {
     }
     for (int i = 0; i < fs->n; i++) {
         family *f = &fs->f[i];
-        if (f->help) put(&t, "%s\n", f->help);
-        if (f->type) put(&t, "%s\n", f->type);
-        if (f->samples.s) put(&t, "%s", f->samples.s);
+        if (f->help) lmf_strbuf_printf(&t, "%s\n", f->help);
+        if (f->type) lmf_strbuf_printf(&t, "%s\n", f->type);
+        if (f->samples.s) lmf_strbuf_printf(&t, "%s", f->samples.s);
         free(f->help), free(f->type), free(f->samples.s);
     }
     free(fs);
-    if (t.oom) {
-        free(t.s);
-        return NULL;
-    }
-    return t.s;
+    return lmf_strbuf_take(&t);
 }
