@@ -75,7 +75,12 @@ int lmf_cli_tp_agree(lmf_cli_tp *tp, int rc, struct lmf_engine_config *ec, struc
 int lmf_cli_tp_worker(lmf_cli_tp *tp, const struct lmf_config *c);
 /* Rank 0 stops the other ranks (or, before the agreement, tells them it failed); frees tp. */
 void lmf_cli_tp_end(lmf_cli_tp *tp, int rc);
-/* infer_dtype (api, chat): bfloat16 gives the model bf16 inference weights. */
+/* cmd_api.c: LLaMA-Factory's serving environment: API_HOST and API_PORT (min_port..65535)
+ * override *host / *port when set; *api_key is API_KEY, else the config's api_key. */
+int lmf_cli_api_env(const struct lmf_config *cfg, int min_port, const char **host, int *port,
+                    const char **api_key);
+/* infer_dtype / quantization_bit (api, chat): the weights the decode step reads (bf16 copy or a
+ * block format; a GGUF file's own format when auto). */
 int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 /* kv_cache_dtype (api, chat): the KV pool's element type; a bad value is an error naming the
  * config file, the key and the accepted values. */

@@ -37,6 +37,19 @@ static const char *env(const char *name) {
     return v && v[0] ? v : NULL;
 }
 
+int lmf_cli_api_env(const struct lmf_config *cfg, int min_port, const char **host, int *port,
+                    const char **api_key) {
+    if (env("API_HOST")) *host = env("API_HOST");
+    if (env("API_PORT")) {
+        long long p;
+        int rc = lmf_cli_int(env("API_PORT"), "API_PORT", min_port, 65535, &p);
+        if (rc) return rc;
+        *port = (int)p;
+    }
+    *api_key = env("API_KEY") ? env("API_KEY") : lmf_config_str(cfg, "api_key");
+    return 0;
+}
+
 /* The engine's pool and limits from the config: kv_cache_bytes, or room for max_num_seqs full
  * contexts capped at 1 GiB, never less than one full context. */
 static int engine_config(const lmf_config *cfg, const lmf_model *m, lmf_engine_config *ec) {
@@ -73,14 +86,8 @@ static int engine_config(const lmf_config *cfg, const lmf_model *m, lmf_engine_c
 
 static int server_config(const lmf_config *cfg, lmf_server_config *sc) {
     lmf_server_config_defaults(sc);
-    if (env("API_HOST")) sc->host = env("API_HOST");
-    if (env("API_PORT")) {
-        long long port;
-        int rc = lmf_cli_int(env("API_PORT"), "API_PORT", 0, 65535, &port);
-        if (rc) return rc;
-        sc->port = (int)port;
-    }
-    sc->api_key = env("API_KEY") ? env("API_KEY") : lmf_config_str(cfg, "api_key");
+    int rc = lmf_cli_api_env(cfg, 0, &sc->host, &sc->port, &sc->api_key);
+    if (rc) return rc;
     if (env("API_MODEL_NAME")) sc->model_name = env("API_MODEL_NAME");
     sc->model_path = lmf_config_str(cfg, "model_name_or_path");
     sc->max_body_bytes = (size_t)lmf_config_int(cfg, "max_request_bytes");

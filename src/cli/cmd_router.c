@@ -16,11 +16,6 @@
 
 enum { DRAIN_SECONDS = 60 };
 
-static const char *env(const char *name) {
-    const char *v = getenv(name);
-    return v && v[0] ? v : NULL;
-}
-
 int lmf_cli_router_replicas(lmf_router_config *rc, const char *list, char **storage) {
     free(*storage);
     *storage = lmf_strdup(list);
@@ -43,17 +38,11 @@ int lmf_cli_router_replicas(lmf_router_config *rc, const char *list, char **stor
 int lmf_cli_router_config(const lmf_config *cfg, lmf_router_config *rc, char **storage) {
     lmf_router_config_defaults(rc);
     const char *where = cfg->path ? cfg->path : "router";
-    if (env("API_HOST")) rc->host = env("API_HOST");
-    if (env("API_PORT")) {
-        long long port;
-        int e = lmf_cli_int(env("API_PORT"), "API_PORT", 1, 65535, &port);
-        if (e) return e;
-        rc->port = (int)port;
-    }
+    int e = lmf_cli_api_env(cfg, 1, &rc->host, &rc->port, &rc->api_key);
+    if (e) return e;
     if (lmf_config_str(cfg, "router_host")) rc->host = lmf_config_str(cfg, "router_host");
     if (lmf_config_is_set(cfg, "router_port")) rc->port = (int)lmf_config_int(cfg, "router_port");
-    rc->api_key = env("API_KEY") ? env("API_KEY") : lmf_config_str(cfg, "api_key");
-    int e = lmf_router_policy_parse(lmf_config_str(cfg, "router_policy"), &rc->policy);
+    e = lmf_router_policy_parse(lmf_config_str(cfg, "router_policy"), &rc->policy);
     if (e) return lmf_error_prefix(e, "%s: router_policy", where);
     rc->health_interval = lmf_config_float(cfg, "router_health_interval");
     rc->health_failures = (int)lmf_config_int(cfg, "router_health_failures");
