@@ -1,15 +1,18 @@
 /* Single-stream decode and prefill speed of lmf_model_step against the memory-bandwidth
- * roofline, measured in the same process: a streaming read of a buffer far larger than the
- * caches, on the same threads, gives bytes/s; a decode token must read every weight of the
- * seven linears of each layer and the lm_head once, so roofline tokens/s = bandwidth / those
- * bytes. Each figure is the best of --reps runs, the roofline measured again right before
- * each run (the machine may be shared). Prints a table and one JSON line per dtype, with each
- * dtype's decode speed over f32's ("x f32") when f32 ran first. --dtype takes a list of f32,
- * bf16 and block formats (q8_0, q4_0, q4_1, nf4, fp4, q4_k), "both" (f32,bf16) or "all".
- * On a shared machine the bandwidth moves by 2x within seconds, so a ratio of two figures taken
- * a second apart is noisy; the "paired" column also times, token by token, one streaming read
- * of exactly the bytes a token reads (the same probe) and one decode step back to back, and
- * gives the sum of the read times over the sum of the decode times.
+ * roofline, measured in the same process. A decode token must read every weight of the seven
+ * linears of each layer and the lm_head once; the probe streams exactly those bytes where they
+ * lie (the model's own buffers, in the decode's order, each thread its share of every product)
+ * with a plain 4-sum read on the same threads, so roofline tokens/s = 1 / (time of that read).
+ * Reading the weights themselves, not a separate buffer, matters here: on this VM the bandwidth
+ * of two buffers differs by up to 1.5x for minutes (where the host backs them), and a separate
+ * buffer's figure moved between runs while the ratio to the weights' own read did not.
+ * Each decoded token is paired with one probe read right before it (the machine may be shared,
+ * and its bandwidth moves within seconds): "ratio" is the sum of the probe times over the sum
+ * of the decode times over all --reps runs of --tokens tokens; "median" the median of the
+ * per-token ratios; decode and roofline tok/s are the best run's. Prints a table and one JSON
+ * line per dtype, with each dtype's decode speed over f32's ("x f32") when f32 ran first.
+ * --dtype takes a list of f32, bf16 and block formats (q8_0, q4_0, q4_1, nf4, fp4, q4_k),
+ * "both" (f32,bf16) or "all".
  * A second table decodes at a long context (--kv-context cached tokens, 0 to skip) over a
  * float32, a bfloat16 and an int8 KV cache side by side (kv_cache_dtype), with the weights of
  * --kv-weights (f32, bf16 or a block format): there the cache a token reads (151 MB f32 at 2048
@@ -17,9 +20,8 @@
  * same prompt, then their runs alternate (rep 1 of each, rep 2 of each, ...) so that a change of
  * machine load hits all three alike; each figure is the best and the median of --reps runs of
  * --tokens decodes. Usage: bench_decode [--preset llama-110m] [--threads 2] [--prompt 128]
- * [--tokens 64]
- *                     [--reps 5] [--dtype f32,bf16,...|both|all] [--buffer-mb 1024]
- *                     [--kv-context 2048] [--kv-weights f32] */
+ * [--tokens 64] [--reps 5] [--dtype f32,bf16,...|both|all] [--kv-context 2048]
+ * [--kv-weights f32] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,24 +36,6 @@ static const char *opt(int argc, char **argv, const char *name, const char *def)
     return def;
 }
 
-/* Bytes/s of the best of 3 streaming reads of buf. */
-static double bandwidth(const float *buf, size_t n, double *sink) {
-    double best = 0;
-    for (int r = 0; r < 3; r++) {
-        double t0 = lmf_time_sec();
-        *sink += lmf_stream_read(buf, n);
-        double bw = n * sizeof(float) / (lmf_time_sec() - t0);
-        if (bw > best) best = bw;
-    }
-    return best;
-}
-
-/* Decode tokens T..T+n-1 past a prompt of P (cache already filled) each right after a streaming
- * read of `bytes` from buf; returns sum(read time) / sum(decode time). */
-static double paired(lmf_model *m, lmf_kv_pool *kv, int32_t *ids, int32_t *table, int n_blocks,
-                     int P, int n, const float *buf, size_t buf_n, double bytes, float *logits,
-                     double *sink, int *rc);
-
 static int argmax(const float *x, int n) {
     int b = 0;
     for (int i = 1; i < n; i++)
@@ -59,42 +43,35 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-static double paired(lmf_model *m, lmf_kv_pool *kv, int32_t *ids, int32_t *table, int n_blocks,
-                     int P, int n, const float *buf, size_t buf_n, double bytes, float *logits,
-                     double *sink, int *rc) {
-    size_t chunk = (size_t)(bytes / sizeof(float)), off = 0;
-    double t_read = 0, t_dec = 0;
-    if (chunk > buf_n) chunk = buf_n;
-    for (int k = 0; k < n && !*rc; k++) {
-        if (off + chunk > buf_n) off = 0;
-        double t0 = lmf_time_sec();
-        *sink += lmf_stream_read(buf + off, chunk);
-        double t1 = lmf_time_sec();
-        off += chunk;
-        lmf_seq_step s = {ids + P + k, 1, P + k, table, n_blocks, 1, NULL};
-        *rc = lmf_model_step(m, kv, &s, 1, logits);
-        ids[P + k + 1] = argmax(logits, m->cfg.vocab);
-        t_dec += lmf_time_sec() - t1;
-        t_read += (t1 - t0) * bytes / (chunk * sizeof(float));
-    }
-    return t_read / t_dec;
+/* The weights a decode token reads, in the step's order: the seven linears of each layer, then
+ * the lm_head, as f32, bf16 or m's block format. Fills p/bytes (room for layers * 7 + 1) and
+ * returns their total bytes. */
+static double token_regions(const lmf_model *m, const void **p, size_t *bytes) {
+    const lmf_model_config *c = &m->cfg;
+    int QD = c->heads * c->head_dim, KD = c->kv_heads * c->head_dim, C = c->hidden, F = c->ffn;
+    int outs[LMF_N_LINEAR] = {QD, KD, KD, C, F, F, C}, ins[LMF_N_LINEAR] = {C, C, C, QD, C, C, F};
+    double total = 0;
+    int n = 0;
+    for (int l = 0; l <= c->layers; l++)
+        for (int id = 0; id < (l < c->layers ? LMF_N_LINEAR : 1); id++, n++) {
+            int out = l < c->layers ? outs[id] : c->vocab, in = l < c->layers ? ins[id] : C;
+            const float *W = l < c->layers ? m->w.layers[l].w[id] : m->w.lm_head;
+            if (m->quantized) {
+                p[n] = l < c->layers ? m->qlin[l * LMF_N_LINEAR + id] : m->qhead;
+                bytes[n] = (size_t)out * lmf_quant_row_bytes((lmf_qtype)m->qtype, in);
+            } else if (m->infer_bf16) {
+                p[n] = m->infer_bf16 + (W - m->params);
+                bytes[n] = (size_t)out * in * sizeof(uint16_t);
+            } else {
+                p[n] = W;
+                bytes[n] = (size_t)out * in * sizeof(float);
+            }
+            total += (double)bytes[n];
+        }
+    return total;
 }
 
-/* Bytes of weights a decode token reads with m's weights: every row of the seven linears of each
- * layer and of the lm_head, in f32, bf16 or m's block format. */
-static double token_bytes(const lmf_model *m) {
-    const lmf_model_config *c = &m->cfg;
-    size_t C = c->hidden, QD = (size_t)c->heads * c->head_dim,
-           KD = (size_t)c->kv_heads * c->head_dim, F = c->ffn;
-    if (m->quantized) {
-        lmf_qtype t = (lmf_qtype)m->qtype;
-        return (double)c->vocab * lmf_quant_row_bytes(t, C) +
-               (double)c->layers * ((QD + 2 * KD + 2 * F) * lmf_quant_row_bytes(t, C) +
-                                    C * lmf_quant_row_bytes(t, QD) + C * lmf_quant_row_bytes(t, F));
-    }
-    size_t weights = (size_t)c->vocab * C + c->layers * (2 * QD * C + 2 * KD * C + 3 * F * C);
-    return (double)weights * (m->infer_bf16 ? 2 : 4);
-}
+static int cmp_double(const void *a, const void *b);
 
 /* A fresh random model (seed 1) with the weights of `name`: f32, bf16 or a block format. */
 static int make_model(lmf_model **m, const lmf_model_config *cfg, const char *name) {
@@ -190,7 +167,6 @@ int main(int argc, char **argv) {
     int threads = atoi(opt(argc, argv, "--threads", "2")),
         P = atoi(opt(argc, argv, "--prompt", "128")), T = atoi(opt(argc, argv, "--tokens", "64")),
         reps = atoi(opt(argc, argv, "--reps", "5"));
-    size_t buf_n = (size_t)atoi(opt(argc, argv, "--buffer-mb", "1024")) << 18;
     if (!strcmp(dtypes, "both")) dtypes = "f32,bf16";
     if (!strcmp(dtypes, "all")) dtypes = "f32,bf16,q8_0,q4_0,q4_1,nf4,q4_k";
     lmf_compute_set_threads(threads);
@@ -200,25 +176,31 @@ int main(int argc, char **argv) {
     /* llama-110m's 1024 positions stretched to the long context (RoPE has no limit): the
      * figures are about bytes read, and random weights make no text anyway. */
     if (cfg.max_pos < kv_ctx + T) cfg.max_pos = kv_ctx + T;
-    int bs = 16, n_blocks = (P + T + bs - 1) / bs;
-    float *buf = malloc(sizeof(float) * buf_n), *logits = malloc(sizeof(float) * cfg.vocab);
+    int bs = 16, n_blocks = (P + T + bs - 1) / bs, n_reg = cfg.layers * LMF_N_LINEAR + 1;
+    float *logits = malloc(sizeof(float) * cfg.vocab);
     int32_t *ids = malloc(sizeof(int32_t) * (P + T + 1)),
             *table = malloc(sizeof(int32_t) * n_blocks);
+    const void **reg = malloc(sizeof *reg * n_reg);
+    size_t *reg_bytes = malloc(sizeof *reg_bytes * n_reg);
+    double *pair = malloc(sizeof(double) * T * (reps > 0 ? reps : 1));
     char *list = strdup(dtypes), *save = NULL;
-    if (rc || !buf || !logits || !ids || !table || !list) {
-        fprintf(stderr, "bench_decode: %s\n", rc ? lmf_last_error() : "out of memory");
+    if (rc || reps < 1 || T < 1 || !logits || !ids || !table || !reg || !reg_bytes || !pair ||
+        !list) {
+        fprintf(stderr, "bench_decode: %s\n",
+                rc                  ? lmf_last_error()
+                : reps < 1 || T < 1 ? "--reps and --tokens must be >= 1"
+                                    : "out of memory");
         return 1;
     }
-    for (size_t i = 0; i < buf_n; i++) buf[i] = (float)(i & 255);
     for (int i = 0; i < n_blocks; i++) table[i] = i;
     lmf_rng rng;
     lmf_rng_seed(&rng, 7);
     for (int i = 0; i < P; i++) ids[i] = (int32_t)(lmf_rng_u64(&rng) % cfg.vocab);
-    printf("decode bench: %s, %d threads, prompt %d, %d decoded tokens, best of %d; "
-           "roofline buffer %zu MiB\n",
-           preset, threads, P, T, reps, buf_n * sizeof(float) >> 20);
+    printf("decode bench: %s, %d threads, prompt %d, %d decoded tokens a run, %d runs; each token "
+           "paired with a streaming read of the weights it reads (the roofline)\n",
+           preset, threads, P, T, reps);
     printf("%-5s %12s %11s %14s %14s %7s %7s %14s %7s\n", "dtype", "weights MB", "GB/s",
-           "roofline tok/s", "decode tok/s", "ratio", "paired", "prefill tok/s", "x f32");
+           "roofline tok/s", "decode tok/s", "ratio", "median", "prefill tok/s", "x f32");
     double sink = 0, f32_dec = 0;
     for (char *name = strtok_r(list, ",", &save); name && !rc; name = strtok_r(NULL, ",", &save)) {
         lmf_model *m = NULL;
@@ -227,53 +209,51 @@ int main(int argc, char **argv) {
             lmf_model_free(m);
             break;
         }
-        double bytes = token_bytes(m), best_ratio = 0, best_dec = 0, best_roof = 0, best_bw = 0,
-               best_pre = 0;
+        double bytes = token_regions(m, reg, reg_bytes), best_dec = 0, best_roof = 0, best_pre = 0,
+               sum_read = 0, sum_dec = 0;
         for (int r = 0; r < reps && !rc; r++) {
-            double bw = bandwidth(buf, buf_n, &sink), roof = bw / bytes;
             lmf_seq_step s = {ids, P, 0, table, n_blocks, 1, NULL};
             double t0 = lmf_time_sec();
             rc = lmf_model_step(m, &kv, &s, 1, logits);
-            double pre = P / (lmf_time_sec() - t0);
+            double pre = P / (lmf_time_sec() - t0), t_read = 0, t_dec = 0;
             ids[P] = argmax(logits, cfg.vocab);
-            t0 = lmf_time_sec();
             for (int k = 0; k < T && !rc; k++) {
+                double t1 = lmf_time_sec();
+                sink += lmf_stream_read_regions(reg, reg_bytes, n_reg);
+                double t2 = lmf_time_sec();
                 s = (lmf_seq_step){ids + P + k, 1, P + k, table, n_blocks, 1, NULL};
                 rc = lmf_model_step(m, &kv, &s, 1, logits);
                 ids[P + k + 1] = argmax(logits, cfg.vocab);
+                double t3 = lmf_time_sec();
+                t_read += t2 - t1, t_dec += t3 - t2;
+                pair[r * T + k] = (t2 - t1) / (t3 - t2);
             }
-            double dec = T / (lmf_time_sec() - t0);
-            if (dec / roof > best_ratio) best_ratio = dec / roof;
-            if (dec > best_dec) best_dec = dec;
-            if (roof > best_roof) best_roof = roof, best_bw = bw;
+            sum_read += t_read, sum_dec += t_dec;
+            if (T / t_dec > best_dec) best_dec = T / t_dec;
+            if (T / t_read > best_roof) best_roof = T / t_read;
             if (pre > best_pre) best_pre = pre;
         }
-        /* The paired figure: T more tokens after a fresh prefill. */
-        lmf_seq_step s = {ids, P, 0, table, n_blocks, 1, NULL};
-        if (!rc && !(rc = lmf_model_step(m, &kv, &s, 1, logits)))
-            ids[P] = argmax(logits, cfg.vocab);
-        double pair =
-            rc ? 0
-               : paired(m, &kv, ids, table, n_blocks, P, T, buf, buf_n, bytes, logits, &sink, &rc);
         lmf_kv_pool_free(&kv);
         lmf_model_free(m);
         if (rc) break;
+        qsort(pair, (size_t)T * reps, sizeof *pair, cmp_double);
+        double ratio = sum_read / sum_dec, median = pair[(size_t)T * reps / 2];
         if (!strcmp(name, "f32")) f32_dec = best_dec;
         printf("%-5s %12.1f %11.2f %14.1f %14.1f %6.1f%% %6.1f%% %14.1f %6.2fx\n", name,
-               bytes / 1e6, best_bw / 1e9, best_roof, best_dec, 100 * best_ratio, 100 * pair,
+               bytes / 1e6, best_roof * bytes / 1e9, best_roof, best_dec, 100 * ratio, 100 * median,
                best_pre, f32_dec > 0 ? best_dec / f32_dec : 0);
         printf("{\"dtype\": \"%s\", \"weights_mb\": %.1f, \"bandwidth_gbs\": %.2f, "
-               "\"roofline_tok_s\": %.1f, \"decode_tok_s\": %.1f, \"best_ratio\": %.3f, "
-               "\"paired_ratio\": %.3f, \"prefill_tok_s\": %.1f, \"x_f32\": %.3f, "
+               "\"roofline_tok_s\": %.1f, \"decode_tok_s\": %.1f, \"ratio\": %.3f, "
+               "\"median_ratio\": %.3f, \"prefill_tok_s\": %.1f, \"x_f32\": %.3f, "
                "\"threads\": %d}\n",
-               name, bytes / 1e6, best_bw / 1e9, best_roof, best_dec, best_ratio, pair, best_pre,
-               f32_dec > 0 ? best_dec / f32_dec : 0, threads);
+               name, bytes / 1e6, best_roof * bytes / 1e9, best_roof, best_dec, ratio, median,
+               best_pre, f32_dec > 0 ? best_dec / f32_dec : 0, threads);
         fflush(stdout);
     }
     if (!rc && kv_ctx > 0)
         rc = kv_context_bench(&cfg, kv_ctx, T, reps, opt(argc, argv, "--kv-weights", "f32"));
     if (rc) fprintf(stderr, "bench_decode: %s\n", lmf_last_error());
     if (sink == 1.2345) printf("\n");
-    free(buf), free(logits), free(ids), free(table), free(list);
+    free(logits), free(ids), free(table), free(reg), free(reg_bytes), free(pair), free(list);
     return rc ? 1 : 0;
 }

@@ -20,6 +20,17 @@ void lmf_matvec_bf16(float *y, const float *x, const uint16_t *W, int n, int out
                      uint16_t *xb);
 void lmf_matvec_bf16_ref(float *y, const float *x, const uint16_t *W, int n, int out, int in);
 
+/* The same product for many input rows (a batch of decodes with prefill chunks, where a step
+ * is bound by multiply-adds, not bytes) from x transposed: xt is (in, lmf_xt_stride(n)),
+ * k-major, rows n.. zero (lmf_transpose_input writes it). Each weight value is broadcast
+ * against 32 input rows held in registers, 12 weight rows at a time: no horizontal sums, and
+ * a weight byte loaded from memory feeds 32 multiply-adds rather than 4. Calling thread only;
+ * writes columns r0..r1 of y (n, ldy). */
+size_t lmf_xt_stride(int n);
+void lmf_transpose_input(float *xt, const float *x, int n, int in);
+void lmf_matmul_f32_xt(float *y, int ldy, const float *xt, int n, const float *W, int in, int r0,
+                       int r1);
+
 /* Rows r0..r1 (of out) of y = x W^T on the calling thread only: y is (n, ldy) and only its
  * columns r0..r1 are written. The work item of a step that shares the rows of a product
  * between threads itself (src/model/decode_fused.c); the same arithmetic as the threaded
@@ -56,5 +67,8 @@ void lmf_attn_paged_item(float *out, const float *q, const void *k, const void *
 /* A streaming read of n floats (the memory-bandwidth probe of the decode bench), on the
  * current thread count; returns their sum so the reads cannot be optimised away. */
 double lmf_stream_read(const float *p, size_t n);
+/* The same over n regions (p[r], bytes[r]) in turn, in one parallel region: each thread reads
+ * its contiguous share of every region, as the decode step's threads share each product. */
+double lmf_stream_read_regions(const void *const *p, const size_t *bytes, int n);
 
 #endif

@@ -26,8 +26,14 @@
 
 enum { PH_QKV, PH_ATT, PH_O, PH_GU, PH_DOWN, PH_PER_LAYER };
 enum {
-    CHUNK_BYTES = 64 << 10, /* weight bytes per item: many items to balance, few atomics */
-    SPIN_LIMIT = 1 << 12    /* pause-loops waiting for a phase before yielding the core */
+    CHUNK_BYTES = 128 << 10, /* weight bytes per item: many items to balance, few atomics */
+    /* From this many rows, products with f32 weights read their input transposed
+     * (lmf_matmul_f32_xt, 12 weight rows x 32 input rows in registers): there a step is bound
+     * by multiply-adds, and that tile does ~1.25x the 4 x 4 tile's on 32-96 rows (37 against
+     * 29-32 GMAC/s a core with the weights coming from memory); below it, it wastes the rows
+     * it pads to 16 and ties at 16. */
+    XT_MIN_ROWS = 24,
+    SPIN_LIMIT = 1 << 12 /* pause-loops waiting for a phase before yielding the core */
 };
 
 typedef struct steal_range {
@@ -68,17 +74,29 @@ static int widest_input(const lmf_model_config *c) {
     return w > c->heads * c->head_dim ? w : c->heads * c->head_dim;
 }
 
+/* Whether a product of n input rows reads them transposed (f32 weights, many rows). */
+static int use_xt(const lmf_model *m, int n) {
+    return !m->quantized && !m->infer_bf16 && n >= XT_MIN_ROWS;
+}
+
 /* Bytes per value of a product's input as the kernels read it: bf16 for bf16 weights, f32
  * (reordered for NF4 / FP4) for quantized ones. */
 static size_t xb_size(const lmf_model *m) {
     return m->quantized ? sizeof(float) : sizeof(uint16_t);
 }
 
+/* Bytes of the thread's buffer xb: the input as the kernels read it (bf16, reordered, or
+ * transposed f32 padded to lmf_xt_stride rows). */
+static size_t xb_bytes(const lmf_model *m, int n) {
+    size_t w = (size_t)widest_input(&m->cfg);
+    if (use_xt(m, n)) return sizeof(float) * lmf_xt_stride(n) * w;
+    return xb_size(m) * (size_t)n * w;
+}
+
 static size_t priv_bytes(const lmf_model *m, int n) {
     const lmf_model_config *c = &m->cfg;
     lmf_paged_shape s = {c->heads, c->kv_heads, c->head_dim, 1, 0, 0, LMF_KV_F32, 0};
-    return align64(sizeof(float) * (size_t)n * c->hidden) +
-           align64(xb_size(m) * (size_t)n * widest_input(c)) +
+    return align64(sizeof(float) * (size_t)n * c->hidden) + align64(xb_bytes(m, n)) +
            align64(sizeof(float) * lmf_attn_paged_scratch(&s));
 }
 
@@ -108,10 +126,11 @@ static const char *weight_rows(const lmf_model *m, int l, lmf_linear_id id) {
     return (const char *)W;
 }
 
-/* Weight rows per item for products with `in` inputs: CHUNK_BYTES, in whole 4-row tiles. */
-static int item_rows(const lmf_model *m, int in) {
-    int r = (int)(CHUNK_BYTES / row_bytes(m, in)) & ~3;
-    return r < 4 ? 4 : r;
+/* Weight rows per item for products with `in` inputs: CHUNK_BYTES, in whole tiles (4 rows, 12
+ * for the transposed-input products of n rows). */
+static int item_rows(const lmf_model *m, int in, int n) {
+    int t = use_xt(m, n) ? 12 : 4, r = (int)(CHUNK_BYTES / row_bytes(m, in)) / t * t;
+    return r < t ? t : r;
 }
 
 static int phase_items(const fused *f, int p) {
@@ -243,6 +262,8 @@ static void product(const fused *f, int l, lmf_linear_id id, int in, float *y, i
                          r1);
     else if (m->infer_bf16)
         lmf_matvec_bf16_rows(y, ldy, xb, (const uint16_t *)W, n, in, r0, r1);
+    else if (use_xt(m, n))
+        lmf_matmul_f32_xt(y, ldy, (const float *)xb, n, (const float *)W, in, r0, r1);
     else
         lmf_matvec_f32_rows(y, ldy, x, (const float *)W, n, in, r0, r1);
 }
@@ -408,6 +429,8 @@ static const float *prepare(const fused *f, const float *x, const float *norm, i
         lmf_quant_order_input((lmf_qtype)m->qtype, (float *)xb, x, n, in);
     } else if (m->infer_bf16 && !m->quantized) {
         lmf_round_bf16(xb, x, (size_t)n * in);
+    } else if (use_xt(m, n)) {
+        lmf_transpose_input((float *)xb, x, n, in);
     }
     return x;
 }
@@ -421,7 +444,7 @@ static void thread_run(fused *f) {
     uint8_t *pv = f->priv + (size_t)tid * f->priv_bytes;
     float *xn = (float *)pv;
     uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * (size_t)n * C));
-    float *scratch = (float *)((uint8_t *)xb + align64(xb_size(m) * (size_t)n * widest_input(c)));
+    float *scratch = (float *)((uint8_t *)xb + align64(xb_bytes(m, n)));
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         int p = l * PH_PER_LAYER;
@@ -467,11 +490,11 @@ void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int
     for (int i = 0; i < n_seqs; i++) f.n_out += seqs[i].want_logits != 0;
     f.n_phases = n_phases(m);
     f.qx = m->quantized && lmf_quant_reorders_input((lmf_qtype)m->qtype);
-    f.rows_c = item_rows(m, c->hidden);
-    f.rows_o = item_rows(m, c->heads * c->head_dim);
-    f.rows_f = item_rows(m, c->ffn);
-    f.rows_gu = (f.rows_c / 2) & ~3;
-    if (f.rows_gu < 4) f.rows_gu = 4;
+    f.rows_c = item_rows(m, c->hidden, n);
+    f.rows_o = item_rows(m, c->heads * c->head_dim, n);
+    f.rows_f = item_rows(m, c->ffn, n);
+    f.rows_gu = use_xt(m, n) ? f.rows_c / 24 * 12 : (f.rows_c / 2) & ~3;
+    if (f.rows_gu < (use_xt(m, n) ? 12 : 4)) f.rows_gu = use_xt(m, n) ? 12 : 4;
     f.ps = lmf_kv_paged_shape(kv, c);
     uint8_t *p = b->extra;
     f.ph = (phase_sync *)p;

@@ -227,6 +227,75 @@ void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, const uint16_t 
 #endif
 }
 
+size_t lmf_xt_stride(int n) {
+    return ((size_t)n + 15) & ~(size_t)15;
+}
+
+void lmf_transpose_input(float *xt, const float *x, int n, int in) {
+    size_t ld = lmf_xt_stride(n);
+    for (int k = 0; k < in; k++) {
+        float *d = xt + (size_t)k * ld;
+        for (int i = 0; i < n; i++) d[i] = x[(size_t)i * in + k];
+        for (size_t i = (size_t)n; i < ld; i++) d[i] = 0;
+    }
+}
+
+#if defined(__AVX512F__)
+/* JR weight rows (j0.., those past r1 repeat the last one and are dropped) against NV * 16
+ * input rows (i0..) of xt: JR * NV sums in registers, each weight value broadcast once per k
+ * and used NV times, each input vector used JR times. */
+static inline __attribute__((always_inline)) void xt_tile(float *y, int ldy, const float *xt,
+                                                          size_t ld, int n, int i0, const float *W,
+                                                          int in, int j0, int r1, int NV) {
+    enum { JR = 12 };
+    const float *w[JR];
+    __m512 acc[JR][2];
+#pragma GCC unroll 12
+    for (int j = 0; j < JR; j++) {
+        w[j] = W + (size_t)(j0 + j < r1 ? j0 + j : r1 - 1) * in;
+        acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    }
+    const float *a = xt + i0;
+    for (int k = 0; k < in; k++, a += ld) {
+        __m512 a0 = _mm512_loadu_ps(a), a1 = NV == 2 ? _mm512_loadu_ps(a + 16) : a0;
+#pragma GCC unroll 12
+        for (int j = 0; j < JR; j++) {
+            __m512 b = _mm512_set1_ps(w[j][k]);
+            acc[j][0] = _mm512_fmadd_ps(a0, b, acc[j][0]);
+            if (NV == 2) acc[j][1] = _mm512_fmadd_ps(a1, b, acc[j][1]);
+        }
+    }
+    for (int j = 0; j < JR && j0 + j < r1; j++)
+        for (int v = 0; v < NV; v++) {
+            float t[16];
+            _mm512_storeu_ps(t, acc[j][v]);
+            for (int u = 0; u < 16 && i0 + 16 * v + u < n; u++)
+                y[(size_t)(i0 + 16 * v + u) * ldy + j0 + j] = t[u];
+        }
+}
+#endif
+
+void lmf_matmul_f32_xt(float *y, int ldy, const float *xt, int n, const float *W, int in, int r0,
+                       int r1) {
+    size_t ld = lmf_xt_stride(n);
+#if defined(__AVX512F__)
+    if (in > 0) {
+        for (int j0 = r0; j0 < r1; j0 += 12) {
+            int i0 = 0;
+            for (; i0 + 32 <= (int)ld; i0 += 32) xt_tile(y, ldy, xt, ld, n, i0, W, in, j0, r1, 2);
+            if (i0 < (int)ld) xt_tile(y, ldy, xt, ld, n, i0, W, in, j0, r1, 1);
+        }
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++)
+        for (int o = r0; o < r1; o++) {
+            float s = 0;
+            for (int k = 0; k < in; k++) s += xt[(size_t)k * ld + i] * W[(size_t)o * in + k];
+            y[(size_t)i * ldy + o] = s;
+        }
+}
+
 /* lmf_f32_to_bf16 in a form the compiler vectorises (no call, no branch): round to nearest
  * even, NaN made quiet; the same bits (tested). */
 void lmf_round_bf16(uint16_t *xb, const float *x, size_t n) {
@@ -583,28 +652,45 @@ void lmf_attn_paged_fast(float *out, const float *q, const void *k, const void *
     }
 }
 
+/* Single-thread streaming read of bytes at p (whole 64-byte vectors; a tail under 4 bytes is
+ * left out): four independent sums so the loads are never waiting on an add. */
+static double stream_part(const char *p, size_t bytes) {
+    size_t n = bytes / sizeof(float);
+    const float *f = (const float *)p;
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(f + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(f + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(f + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(f + i + 48));
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (; i < n; i++) s += f[i];
+#else
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += f[i];
+#endif
+    return s;
+}
+
 double lmf_stream_read(const float *p, size_t n) {
+    const void *r = p;
+    size_t bytes = n * sizeof(float);
+    return lmf_stream_read_regions(&r, &bytes, 1);
+}
+
+double lmf_stream_read_regions(const void *const *p, const size_t *bytes, int n) {
     double total = 0;
 #pragma omp parallel reduction(+ : total)
     {
-        int nt = omp_get_num_threads(), id = omp_get_thread_num();
-        size_t per = (n / nt + 15) & ~(size_t)15, i0 = per * id, i1 = i0 + per < n ? i0 + per : n;
-#if defined(__AVX512F__)
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        size_t i = i0;
-        for (; i + 64 <= i1; i += 64) {
-            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
-            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
-            a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
-            a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        for (int r = 0; r < n; r++) {
+            size_t per = (bytes[r] / nt + 63) & ~(size_t)63, b0 = per * id,
+                   b1 = b0 + per < bytes[r] ? b0 + per : bytes[r];
+            if (b0 < b1) total += stream_part((const char *)p[r] + b0, b1 - b0);
         }
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        for (; i < i1; i++) s += p[i];
-#else
-        float s = 0;
-        for (size_t i = i0; i < i1; i++) s += p[i];
-#endif
-        total += s;
     }
     return total;
 }
