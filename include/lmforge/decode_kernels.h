@@ -31,6 +31,10 @@ void lmf_transpose_input(float *xt, const float *x, int n, int in);
 void lmf_matmul_f32_xt(float *y, int ldy, const float *xt, int n, const float *W, int in, int r0,
                        int r1);
 
+/* h = silu(gate) * up over n values on the calling thread, with the cpu backend's vectorised
+ * exp (its swiglu_fwd's arithmetic, so the one-region step and the general path agree). */
+void lmf_swiglu_row(float *h, const float *gate, const float *up, int n);
+
 /* Rows r0..r1 (of out) of y = x W^T on the calling thread only: y is (n, ldy) and only its
  * columns r0..r1 are written. The work item of a step that shares the rows of a product
  * between threads itself (src/model/decode_fused.c); the same arithmetic as the threaded

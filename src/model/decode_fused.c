@@ -93,11 +93,17 @@ static size_t xb_bytes(const lmf_model *m, int n) {
     return xb_size(m) * (size_t)n * w;
 }
 
-static size_t priv_bytes(const lmf_model *m, int n) {
+/* Floats of a thread's attention scratch, which its RoPE table (n rows of D) follows. */
+static size_t attn_floats(const lmf_model *m) {
     const lmf_model_config *c = &m->cfg;
     lmf_paged_shape s = {c->heads, c->kv_heads, c->head_dim, 1, 0, 0, LMF_KV_F32, 0};
+    return align64(sizeof(float) * lmf_attn_paged_scratch(&s)) / sizeof(float);
+}
+
+static size_t priv_bytes(const lmf_model *m, int n) {
+    const lmf_model_config *c = &m->cfg;
     return align64(sizeof(float) * (size_t)n * c->hidden) + align64(xb_bytes(m, n)) +
-           align64(sizeof(float) * lmf_attn_paged_scratch(&s));
+           sizeof(float) * attn_floats(m) + align64(sizeof(float) * (size_t)n * c->head_dim);
 }
 
 static int n_phases(const lmf_model *m) {
@@ -288,17 +294,24 @@ static void rmsnorm_rows(float *out, const float *x, const float *w, int n, int 
     }
 }
 
-/* h = silu(gate) * up. */
-static void swiglu_row(float *h, const float *gate, const float *up, int n) {
-#pragma omp simd
-    for (int i = 0; i < n; i++) h[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+/* RoPE's cosines and sines of each row's position (cpu_rope's arithmetic): row r's D values
+ * are cos then sin of pos[r] * inv_freq[i], i < D / 2. Once per thread and step rather than
+ * in every attention item (each (sequence, KV head) pair of each layer redid them). */
+static void rope_table(float *cs, const int32_t *pos, int n, int D, const float *inv_freq) {
+    int half = D / 2;
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos[r] * inv_freq[i];
+            cs[(size_t)r * D + i] = (float)cos(ang);
+            cs[(size_t)r * D + half + i] = (float)sin(ang);
+        }
 }
 
-/* RoPE of `heads` consecutive heads of one token at position pos (cpu_rope's arithmetic). */
-static void rope_heads(float *x, int heads, int D, int pos, const float *inv_freq) {
+/* RoPE of `heads` consecutive heads of one token, cs its row of rope_table. */
+static void rope_heads(float *x, int heads, int D, const float *cs) {
     int half = D / 2;
     for (int i = 0; i < half; i++) {
-        float ang = (float)pos * inv_freq[i], c = (float)cos(ang), s = (float)sin(ang);
+        float c = cs[i], s = cs[half + i];
         for (int h = 0; h < heads; h++) {
             float *v = x + (size_t)h * D, a = v[i], b = v[i + half];
             v[i] = a * c - b * s;
@@ -327,8 +340,9 @@ static void attention_item(const fused *f, int l, int it, float *scratch) {
             rmsnorm_rows(qh, qh, w->q_norm, G, D, c->rms_eps);
             rmsnorm_rows(kh, kh, w->k_norm, 1, D, c->rms_eps);
         }
-        rope_heads(qh, G, D, pos, m->inv_freq);
-        rope_heads(kh, 1, D, pos, m->inv_freq);
+        const float *cs = scratch + attn_floats(m) + (size_t)row * D;
+        rope_heads(qh, G, D, cs);
+        rope_heads(kh, 1, D, cs);
         lmf_kv_write(kv, l, sq->table[pos / kv->block_size], pos % kv->block_size, kvh, 1, kh, vh);
     }
     size_t layer_off = (size_t)l * kv->layer_bytes;
@@ -383,8 +397,8 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
         product(f, l, LMF_GATE, C, b->gate, F, r0, r1, xn, xb, n);
         product(f, l, LMF_UP, C, b->up, F, r0, r1, xn, xb, n);
         for (int i = 0; i < n; i++)
-            swiglu_row(b->h + (size_t)i * F + r0, b->gate + (size_t)i * F + r0,
-                       b->up + (size_t)i * F + r0, r1 - r0);
+            lmf_swiglu_row(b->h + (size_t)i * F + r0, b->gate + (size_t)i * F + r0,
+                           b->up + (size_t)i * F + r0, r1 - r0);
         break;
     }
     default: {
@@ -445,6 +459,7 @@ static void thread_run(fused *f) {
     float *xn = (float *)pv;
     uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * (size_t)n * C));
     float *scratch = (float *)((uint8_t *)xb + align64(xb_bytes(m, n)));
+    rope_table(scratch + attn_floats(m), b->pos, n, c->head_dim, m->inv_freq);
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         int p = l * PH_PER_LAYER;

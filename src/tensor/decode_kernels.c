@@ -296,6 +296,11 @@ void lmf_matmul_f32_xt(float *y, int ldy, const float *xt, int n, const float *W
         }
 }
 
+void lmf_swiglu_row(float *h, const float *gate, const float *up, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) h[i] = gate[i] / (1.0f + vexpf(-gate[i])) * up[i];
+}
+
 /* lmf_f32_to_bf16 in a form the compiler vectorises (no call, no branch): round to nearest
  * even, NaN made quiet; the same bits (tested). */
 void lmf_round_bf16(uint16_t *xb, const float *x, size_t n) {
