@@ -11,7 +11,9 @@ finished inside the window.
 Usage: python bench/bench_serve.py --lmforge build/lmforge --model DIR [--levels 1,8,16,32]
        [--seconds 15] [--warmup 3] [--max-tokens 32] [--prompt-len 32] [--threads 2]
        [--infer-dtype float32] [--tp 1]
---tp N serves with tensor_parallel_size N (N ranks under mpirun, --threads threads each)."""
+--tp N serves with tensor_parallel_size N (N ranks under mpirun, --threads threads each).
+Do not run it under chrt: the server would inherit the real-time class, and its spinning compute
+threads would then hold a core for whole round-robin slices while the HTTP threads wait."""
 import argparse, http.client, json, os, socket, subprocess, sys, tempfile, threading, time
 
 ap = argparse.ArgumentParser()
