@@ -512,9 +512,13 @@ KV_INLINE void attn_prefetch(const uint8_t *k, const uint8_t *v, const lmf_paged
                              int to, int kvh, const lmf_paged_shape *s, lmf_kv_dtype T) {
     int D = s->D, KVH = s->KVH, bs = s->block_size;
     size_t es = lmf_kv_dtype_size(T), bytes = es * (size_t)D;
-    for (int t = from; t < to; t++) {
-        size_t blk = (size_t)sq->table[t / bs] * s->block_bytes,
-               row = (size_t)(t % bs) * KVH + (size_t)kvh, off = blk + row * bytes;
+    /* block and slot stepped along, not divided out per position (two divisions a cached
+     * token were a good part of the item's time at short contexts) */
+    int bi = from / bs, slot = from % bs;
+    for (int t = from; t < to; t++, slot++) {
+        if (slot == bs) slot = 0, bi++;
+        size_t blk = (size_t)sq->table[bi] * s->block_bytes, row = (size_t)slot * KVH + (size_t)kvh,
+               off = blk + row * bytes;
         const char *kr = (const char *)(k + off), *vr = (const char *)(v + off);
         for (size_t b = 0; b < bytes; b += 64) {
             __builtin_prefetch(kr + b, 0, 2);
@@ -571,7 +575,7 @@ KV_INLINE void attn_item(float *out, const float *q, const uint8_t *k, const uin
         for (int g = 0; g < G; g++) {
             float *p = sc + g * CHUNK, m = mx[g];
             for (int t = 0; t < nt; t++) m = p[t] > m ? p[t] : m;
-            float corr = expf(mx[g] - m), l = sum[g] * corr;
+            float corr = vexpf(mx[g] - m), l = sum[g] * corr;
 #pragma omp simd reduction(+ : l)
             for (int t = 0; t < nt; t++) l += (p[t] = vexpf(p[t] - m));
             if (corr != 1.0f) {
