@@ -10,7 +10,11 @@ p50/p99 request latency and time to first token are over the requests that both 
 finished inside the window.
 Usage: python bench/bench_serve.py --lmforge build/lmforge --model DIR [--levels 1,8,16,32]
        [--seconds 15] [--warmup 3] [--max-tokens 32] [--prompt-len 32] [--threads 2]
-       [--infer-dtype float32] [--tp 1]
+       [--infer-dtype float32] [--tp 1] [--repeat 1]
+--repeat N runs the levels N times in turn (1, 8, 16, 32, 1, 8, ...) and then prints the median of
+each level: the one-client figure is bound by memory bandwidth, which moves by up to 1.5x over
+minutes on a shared VM, while the many-client ones are bound by multiply-adds, so a ratio of
+two single windows minutes apart can swing either way.
 --tp N serves with tensor_parallel_size N (N ranks under mpirun, --threads threads each).
 Do not run it under chrt: the server would inherit the real-time class, and its spinning compute
 threads would then hold a core for whole round-robin slices while the HTTP threads wait."""
@@ -27,6 +31,7 @@ ap.add_argument("--prompt-len", type=int, default=32)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--infer-dtype", default="float32")
 ap.add_argument("--tp", type=int, default=1)
+ap.add_argument("--repeat", type=int, default=1)
 a = ap.parse_args()
 
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
@@ -132,13 +137,22 @@ try:
           f"after >= {a.warmup:.0f} s of load; load average {os.getloadavg()[0]:.2f}")
     print(f"{'clients':>7} {'requests':>8} {'out tok/s':>10} {'x 1 client':>10} {'p50 lat s':>9} "
           f"{'p99 lat s':>9} {'p50 ttft s':>10} {'p99 ttft s':>10}")
-    for C in [int(x) for x in a.levels.split(",")]:
-        r = level(C)
-        rows.append(r)
-        print(f"{C:>7} {r['requests']:>8} {r['output_tok_s']:>10.1f} "
-              f"{r['output_tok_s'] / rows[0]['output_tok_s']:>10.2f} {r['p50_latency_s']:>9.2f} "
-              f"{r['p99_latency_s']:>9.2f} {r['p50_ttft_s']:>10.2f} {r['p99_ttft_s']:>10.2f}",
-              flush=True)
+    levels = [int(x) for x in a.levels.split(",")]
+    for rnd in range(a.repeat):
+        for C in levels:
+            r = level(C)
+            r["round"] = rnd + 1
+            rows.append(r)
+            first = rows[rnd * len(levels)]["output_tok_s"]
+            print(f"{C:>7} {r['requests']:>8} {r['output_tok_s']:>10.1f} "
+                  f"{r['output_tok_s'] / first:>10.2f} {r['p50_latency_s']:>9.2f} "
+                  f"{r['p99_latency_s']:>9.2f} {r['p50_ttft_s']:>10.2f} {r['p99_ttft_s']:>10.2f}",
+                  flush=True)
+    if a.repeat > 1:
+        med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+        m = {C: med([r["output_tok_s"] for r in rows if r["clients"] == C]) for C in levels}
+        print(f"median of {a.repeat} rounds: " + ", ".join(
+            f"{C} clients {m[C]:.1f} tok/s ({m[C] / m[levels[0]]:.2f}x)" for C in levels))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(json.dumps(rows))
 finally:

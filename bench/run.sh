@@ -21,7 +21,7 @@ SERVE_DIR=$(mktemp -d /tmp/lmf-bench-XXXXXX)
 "$BUILD/lmforge" init-model --arch llama --preset llama-110m --tokenizer "$SERVE_DIR/tok" --out "$SERVE_DIR/m" > /dev/null
 for dt in float32 bfloat16; do
     "$PY" bench/bench_serve.py --lmforge "$BUILD/lmforge" --model "$SERVE_DIR/m" --threads "$THREADS" \
-        --seconds 20 --infer-dtype $dt | grep -v '^\['
+        --seconds 15 --repeat 2 --infer-dtype $dt | grep -v '^\['
 done
 echo
 echo "== 1 vs 2 replicas (lmforge router / data_parallel_size) at 16 streaming clients =="
