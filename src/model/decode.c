@@ -19,10 +19,10 @@
 enum { MATVEC_MAX_ROWS = 8 };
 /* Steps without adapters on the cpu backend, of any size, run as one parallel region with
  * work stealing (decode_fused.c): unlike the ~90 parallel regions a step of the general path,
- * it does not stall each time a thread is descheduled on a shared machine. For f32 steps of
- * more than 8 rows that trades the GEMM library's faster MACs on an idle machine (up to ~1.5x
- * for 4-64 rows) for that: under load the served throughput at 8-32 clients was 1.3-2x higher
- * (docs/serving.md). */
+ * it does not stall each time a thread is descheduled on a shared machine. Its f32 products of
+ * 24 rows and more use a transposed-input tile (lmf_matmul_f32_xt, 37-47 GMAC/s a core on
+ * 32-96 rows, about the library's) and those of fewer the 4 x 4 tiles; under load the served
+ * throughput at 8-32 clients was 1.3-2x the general path's (docs/serving.md). */
 
 /* A layer's part of a block: its values, then with INT8 its scales, each 64-byte aligned. */
 static size_t kv_layer_bytes(const lmf_model_config *c, int block_size, lmf_kv_dtype t,
