@@ -30,18 +30,7 @@
 #include "lmforge/model.h"
 #include "lmforge/quant.h"
 
-static const char *opt(int argc, char **argv, const char *name, const char *def) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name)) return argv[i + 1];
-    return def;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
+#include "bench_args.h"
 
 /* The weights a decode token reads, in the step's order: the seven linears of each layer, then
  * the lm_head, as f32, bf16 or m's block format. Fills p/bytes (room for layers * 7 + 1) and
@@ -172,14 +161,14 @@ static int decode_run(lmf_model *m, lmf_kv_pool *kv, int32_t *ids, int P0, int T
     double t0 = lmf_time_sec();
     int rc = lmf_model_step(m, kv, &s, 1, logits);
     *pre = P0 / (lmf_time_sec() - t0);
-    ids[P0] = argmax(logits, m->cfg.vocab);
+    ids[P0] = bench_argmax(logits, m->cfg.vocab);
     for (int k = 0; k < T && !rc; k++) {
         double t1 = lmf_time_sec();
         *sink += lmf_stream_read_regions(reg, reg_bytes, n_reg);
         double t2 = lmf_time_sec();
         s = (lmf_seq_step){ids + P0 + k, 1, P0 + k, table, n_blocks, 1, NULL};
         rc = lmf_model_step(m, kv, &s, 1, logits);
-        ids[P0 + k + 1] = argmax(logits, m->cfg.vocab);
+        ids[P0 + k + 1] = bench_argmax(logits, m->cfg.vocab);
         double t3 = lmf_time_sec();
         *t_read += t2 - t1, *t_dec += t3 - t2;
         pair[k] = (t2 - t1) / (t3 - t2);
@@ -188,17 +177,18 @@ static int decode_run(lmf_model *m, lmf_kv_pool *kv, int32_t *ids, int P0, int T
 }
 
 int main(int argc, char **argv) {
-    const char *preset = opt(argc, argv, "--preset", "llama-110m"),
-               *dtypes = opt(argc, argv, "--dtype", "f32,bf16");
-    int threads = atoi(opt(argc, argv, "--threads", "2")),
-        P = atoi(opt(argc, argv, "--prompt", "128")), T = atoi(opt(argc, argv, "--tokens", "64")),
-        reps = atoi(opt(argc, argv, "--reps", "5"));
+    const char *preset = bench_opt(argc, argv, "--preset", "llama-110m"),
+               *dtypes = bench_opt(argc, argv, "--dtype", "f32,bf16");
+    int threads = atoi(bench_opt(argc, argv, "--threads", "2")),
+        P = atoi(bench_opt(argc, argv, "--prompt", "128")),
+        T = atoi(bench_opt(argc, argv, "--tokens", "64")),
+        reps = atoi(bench_opt(argc, argv, "--reps", "5"));
     if (!strcmp(dtypes, "both")) dtypes = "f32,bf16";
     if (!strcmp(dtypes, "all")) dtypes = "f32,bf16,q8_0,q4_0,q4_1,nf4,q4_k";
     lmf_compute_set_threads(threads);
     lmf_model_config cfg;
     int rc = lmf_model_preset(&cfg, LMF_ARCH_LLAMA, preset);
-    int kv_ctx = atoi(opt(argc, argv, "--kv-context", "2048"));
+    int kv_ctx = atoi(bench_opt(argc, argv, "--kv-context", "2048"));
     /* llama-110m's 1024 positions stretched to the long context (RoPE has no limit): the
      * figures are about bytes read, and random weights make no text anyway. */
     if (cfg.max_pos < kv_ctx + T) cfg.max_pos = kv_ctx + T;
@@ -271,7 +261,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     if (!rc && kv_ctx > 0)
-        rc = kv_context_bench(&cfg, kv_ctx, T, reps, opt(argc, argv, "--kv-weights", "f32"));
+        rc = kv_context_bench(&cfg, kv_ctx, T, reps, bench_opt(argc, argv, "--kv-weights", "f32"));
     if (rc) fprintf(stderr, "bench_decode: %s\n", lmf_last_error());
     if (sink == 1.2345) printf("\n");
     free(logits), free(ids), free(table), free(reg), free(reg_bytes), free(pair), free(list);

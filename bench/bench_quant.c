@@ -12,11 +12,7 @@
 #include "lmforge/decode_kernels.h"
 #include "lmforge/quant.h"
 
-static const char *opt(int argc, char **argv, const char *name, const char *def) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name)) return argv[i + 1];
-    return def;
-}
+#include "bench_args.h"
 
 enum { F32, BF16, Q8, Q4, NF4, N_FMT };
 static const char *fmt_name[N_FMT] = {"f32", "bf16", "q8_0", "q4_0", "nf4"};
@@ -49,9 +45,10 @@ static void run(int fmt, const void *W, float *y, const float *x, uint16_t *xb, 
 }
 
 int main(int argc, char **argv) {
-    int threads = atoi(opt(argc, argv, "--threads", "2")),
-        reps = atoi(opt(argc, argv, "--reps", "7")), n = atoi(opt(argc, argv, "--n", "1"));
-    size_t working = (size_t)atoi(opt(argc, argv, "--working-mb", "256")) << 20;
+    int threads = atoi(bench_opt(argc, argv, "--threads", "2")),
+        reps = atoi(bench_opt(argc, argv, "--reps", "7")),
+        n = atoi(bench_opt(argc, argv, "--n", "1"));
+    size_t working = (size_t)atoi(bench_opt(argc, argv, "--working-mb", "256")) << 20;
     lmf_compute_set_threads(threads);
     int shapes[][2] = {{768, 768}, {2048, 768}, {768, 2048}, {32000, 768}}; /* (out, in) */
     printf(

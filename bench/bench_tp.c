@@ -18,18 +18,7 @@
 #include "lmforge/tensor_parallel.h"
 #include "lmforge/tp_group.h"
 
-static const char *opt(int argc, char **argv, const char *name, const char *def) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name)) return argv[i + 1];
-    return def;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
+#include "bench_args.h"
 
 typedef struct run {
     double decode_tok_s, allreduce_ms, gather_ms, allreduces_per_tok;
@@ -42,13 +31,13 @@ static int decode(lmf_tp_group *g, lmf_model *m, lmf_kv_pool *kv, int32_t *ids, 
     lmf_seq_step s = {ids, P, 0, table, n_blocks, 1, NULL};
     rc = g ? lmf_tp_group_step(g, m, kv, &s, 1, logits) : lmf_model_step(m, kv, &s, 1, logits);
     if (rc) return rc;
-    ids[P] = argmax(logits, V);
+    ids[P] = bench_argmax(logits, V);
     lmf_tp_stats_reset(m);
     double t0 = lmf_time_sec();
     for (int k = 0; k < T && !rc; k++) {
         s = (lmf_seq_step){ids + P + k, 1, P + k, table, n_blocks, 1, NULL};
         rc = g ? lmf_tp_group_step(g, m, kv, &s, 1, logits) : lmf_model_step(m, kv, &s, 1, logits);
-        ids[P + k + 1] = argmax(logits, V);
+        ids[P + k + 1] = bench_argmax(logits, V);
     }
     double dt = lmf_time_sec() - t0;
     out->decode_tok_s = T / dt;
@@ -59,10 +48,11 @@ static int decode(lmf_tp_group *g, lmf_model *m, lmf_kv_pool *kv, int32_t *ids, 
 }
 
 int main(int argc, char **argv) {
-    const char *preset = opt(argc, argv, "--preset", "llama-110m"),
-               *dtype = opt(argc, argv, "--dtype", "f32");
-    int P = atoi(opt(argc, argv, "--prompt", "128")), T = atoi(opt(argc, argv, "--tokens", "64")),
-        reps = atoi(opt(argc, argv, "--reps", "3")), threads = omp_get_max_threads();
+    const char *preset = bench_opt(argc, argv, "--preset", "llama-110m"),
+               *dtype = bench_opt(argc, argv, "--dtype", "f32");
+    int P = atoi(bench_opt(argc, argv, "--prompt", "128")),
+        T = atoi(bench_opt(argc, argv, "--tokens", "64")),
+        reps = atoi(bench_opt(argc, argv, "--reps", "3")), threads = omp_get_max_threads();
     lmf_comm *world = NULL, *ctrl = NULL;
     lmf_comm_options co = {.timeout_s = 600};
     int rc = lmf_comm_init(&world, &co);

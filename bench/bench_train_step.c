@@ -15,6 +15,8 @@
 #include "lmforge/optim.h"
 #include "lmforge/quant.h"
 
+#include "bench_args.h"
+
 /* CPU seconds (user + system) this process used so far: on a shared, oversubscribed machine
  * the work done is steadier than the wall time (run with OMP_WAIT_POLICY=passive so waiting
  * threads do not spin). */
@@ -25,22 +27,17 @@ static double cpu_seconds(void) {
            1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
-static const char *opt(int argc, char **argv, const char *name, const char *def) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name)) return argv[i + 1];
-    return def;
-}
-
 int main(int argc, char **argv) {
-    const char *preset = opt(argc, argv, "--preset", "llama-110m"),
-               *mode = opt(argc, argv, "--mode", "full"),
-               *quant = opt(argc, argv, "--quantize", "");
-    int B = atoi(opt(argc, argv, "--batch", "4")), T = atoi(opt(argc, argv, "--seq", "256"));
-    int threads = atoi(opt(argc, argv, "--threads", "2")),
-        steps = atoi(opt(argc, argv, "--steps", "5"));
-    lmf_compute_options co = {.bf16 = atoi(opt(argc, argv, "--bf16", "0")),
-                              .grad_ckpt = atoi(opt(argc, argv, "--ckpt", "0"))};
-    const lmf_backend *be = lmf_backend_by_name(opt(argc, argv, "--backend", "cpu"));
+    const char *preset = bench_opt(argc, argv, "--preset", "llama-110m"),
+               *mode = bench_opt(argc, argv, "--mode", "full"),
+               *quant = bench_opt(argc, argv, "--quantize", "");
+    int B = atoi(bench_opt(argc, argv, "--batch", "4")),
+        T = atoi(bench_opt(argc, argv, "--seq", "256"));
+    int threads = atoi(bench_opt(argc, argv, "--threads", "2")),
+        steps = atoi(bench_opt(argc, argv, "--steps", "5"));
+    lmf_compute_options co = {.bf16 = atoi(bench_opt(argc, argv, "--bf16", "0")),
+                              .grad_ckpt = atoi(bench_opt(argc, argv, "--ckpt", "0"))};
+    const lmf_backend *be = lmf_backend_by_name(bench_opt(argc, argv, "--backend", "cpu"));
     lmf_compute_set_threads(threads);
     lmf_model_config cfg;
     lmf_model *m = NULL;
