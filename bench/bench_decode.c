@@ -60,8 +60,6 @@ static double token_regions(const lmf_model *m, const void **p, size_t *bytes) {
     return total;
 }
 
-static int cmp_double(const void *a, const void *b);
-
 /* A fresh random model (seed 1) with the weights of `name`: f32, bf16 or a block format. */
 static int make_model(lmf_model **m, const lmf_model_config *cfg, const char *name) {
     lmf_qtype q;

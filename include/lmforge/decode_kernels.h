@@ -68,11 +68,10 @@ void lmf_attn_paged_item(float *out, const float *q, const void *k, const void *
                          const lmf_paged_seq *sq, int row, int kvh, const lmf_paged_shape *s,
                          float *scratch);
 
-/* A streaming read of n floats (the memory-bandwidth probe of the decode bench), on the
- * current thread count; returns their sum so the reads cannot be optimised away. */
-double lmf_stream_read(const float *p, size_t n);
-/* The same over n regions (p[r], bytes[r]) in turn, in one parallel region: each thread reads
- * its contiguous share of every region, as the decode step's threads share each product. */
+/* A streaming read of n regions (p[r], bytes[r]) in turn (the memory-bandwidth probe of the
+ * decode bench), in one parallel region on the current thread count: each thread reads its
+ * contiguous share of every region, as the decode step's threads share each product. Returns
+ * the sum of the values read so the reads cannot be optimised away. */
 double lmf_stream_read_regions(const void *const *p, const size_t *bytes, int n);
 
 #endif

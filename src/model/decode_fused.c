@@ -222,14 +222,21 @@ static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
  * 1 and 2 threads, interleaved A/B; 16 KB instead of 4 was no better and slowed q8_0). */
 enum { PF_START = 4 << 10 };
 
-static void start_stream(const fused *f, int w, int tid) {
-    if (w < f->n_phases - 1 && w % PH_PER_LAYER == PH_ATT) w++;
-    if (w >= f->n_phases) return;
+/* The weights of the first item left in this thread's own range of phase w; NULL when none
+ * is left, w is past the last phase or an attention phase. */
+static const char *first_item(const fused *f, int w, int tid, size_t *bytes) {
+    *bytes = 0;
+    if (w >= f->n_phases) return NULL;
     unsigned long long r =
         atomic_load_explicit(&f->rg[(size_t)w * f->nt + tid].r, memory_order_relaxed);
     unsigned lo = (unsigned)r, hi = (unsigned)(r >> 32);
-    size_t bytes = 0;
-    const char *q = lo < hi ? item_weights(f, w, (int)lo, &bytes) : NULL;
+    return lo < hi ? item_weights(f, w, (int)lo, bytes) : NULL;
+}
+
+static void start_stream(const fused *f, int w, int tid) {
+    if (w < f->n_phases - 1 && w % PH_PER_LAYER == PH_ATT) w++;
+    size_t bytes;
+    const char *q = first_item(f, w, tid, &bytes);
     if (!q) return;
     if (bytes > PF_START) bytes = PF_START;
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 2);
@@ -241,14 +248,8 @@ static void wait_done(const fused *f, int p, int next, int tid) {
     phase_sync *ph = &f->ph[p];
     start_stream(f, next, tid);
     if (atomic_load_explicit(&ph->done, memory_order_acquire) >= ph->items) return;
-    const char *pf = NULL, *end = NULL;
-    size_t bytes = 0;
-    if (next < f->n_phases) {
-        unsigned long long r =
-            atomic_load_explicit(&f->rg[(size_t)next * f->nt + tid].r, memory_order_relaxed);
-        unsigned lo = (unsigned)r, hi = (unsigned)(r >> 32);
-        if (lo < hi && (pf = item_weights(f, next, (int)lo, &bytes))) end = pf + bytes;
-    }
+    size_t bytes;
+    const char *pf = first_item(f, next, tid, &bytes), *end = pf ? pf + bytes : NULL;
     for (int spins = 0; atomic_load_explicit(&ph->done, memory_order_acquire) < ph->items;
          spins++) {
         if (pf < end) {
@@ -530,8 +531,10 @@ void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int
     f.rows_c = item_rows(m, c->hidden, n);
     f.rows_o = item_rows(m, c->heads * c->head_dim, n);
     f.rows_f = item_rows(m, c->ffn, n);
-    f.rows_gu = use_xt(m, n) ? f.rows_c / 24 * 12 : (f.rows_c / 2) & ~3;
-    if (f.rows_gu < (use_xt(m, n) ? 12 : 4)) f.rows_gu = use_xt(m, n) ? 12 : 4;
+    /* gate/up items: half the rows of each (two products), in whole tiles */
+    int tile = use_xt(m, n) ? 12 : 4;
+    f.rows_gu = f.rows_c / (2 * tile) * tile;
+    if (f.rows_gu < tile) f.rows_gu = tile;
     f.ps = lmf_kv_paged_shape(kv, c);
     uint8_t *p = b->extra;
     f.ph = (phase_sync *)p;

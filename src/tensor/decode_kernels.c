@@ -684,12 +684,6 @@ static double stream_part(const char *p, size_t bytes) {
     return s;
 }
 
-double lmf_stream_read(const float *p, size_t n) {
-    const void *r = p;
-    size_t bytes = n * sizeof(float);
-    return lmf_stream_read_regions(&r, &bytes, 1);
-}
-
 double lmf_stream_read_regions(const void *const *p, const size_t *bytes, int n) {
     double total = 0;
 #pragma omp parallel reduction(+ : total)
