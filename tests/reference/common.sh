@@ -40,6 +40,12 @@ check_fails() { # the opposite: CMD must exit non-zero
 free_port() { # a TCP port on 127.0.0.1 that nothing listens on now
     "$LMF_PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
 }
+need_netns_cluster() { # NC: the netns-cluster tool; skips (77) where namespaces cannot be made
+    NC=${LMF_NETNS_CLUSTER:-$LMF_SRC/../shared/tools/netns-cluster}
+    [ -x "$NC" ] || { echo "SKIP: netns-cluster not found at $NC"; exit 77; }
+    [ "$(id -u)" -eq 0 ] || { echo "SKIP: multi-node test needs root (network namespaces)"; exit 77; }
+    ip netns list >/dev/null 2>&1 || { echo "SKIP: 'ip netns' unavailable"; exit 77; }
+}
 check_said() { # check_said NAME PATTERN: the last check's output (out.txt) matches PATTERN
     if grep -q "$2" "$WORK/out.txt"; then
         echo "PASS $1"

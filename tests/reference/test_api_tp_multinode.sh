@@ -7,11 +7,8 @@
 # crossed the switch; SIGTERM to node 0's launcher ends both nodes with status 0.
 # Skips (77) where namespaces cannot be made.
 . "$(dirname "$0")/common.sh"
-NC=${LMF_NETNS_CLUSTER:-$LMF_SRC/../shared/tools/netns-cluster}
+need_netns_cluster
 command -v mpirun > /dev/null || { echo "SKIP: mpirun not found"; exit 77; }
-[ -x "$NC" ] || { echo "SKIP: netns-cluster not found at $NC"; exit 77; }
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: multi-node test needs root (network namespaces)"; exit 77; }
-ip netns list >/dev/null 2>&1 || { echo "SKIP: 'ip netns' unavailable"; exit 77; }
 if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # our own cluster, one per build directory

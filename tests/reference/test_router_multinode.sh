@@ -5,12 +5,9 @@
 # (in node0) checks replies, spreading, and a kill -9 of node2's replica under streamed load.
 # Skips (77) where namespaces cannot be made.
 . "$(dirname "$0")/common.sh"
-NC=${LMF_NETNS_CLUSTER:-$LMF_SRC/../shared/tools/netns-cluster}
+need_netns_cluster
 # our own prefix per build directory, so other users of the tool are left alone
 export NETNS_CLUSTER_PREFIX=${NETNS_CLUSTER_PREFIX:-lmfr$(printf %s "$LMF_BUILD" | cksum | cut -c1-5)-}
-[ -x "$NC" ] || { echo "SKIP: netns-cluster not found at $NC"; exit 77; }
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: multi-node test needs root (network namespaces)"; exit 77; }
-ip netns list >/dev/null 2>&1 || { echo "SKIP: 'ip netns' unavailable"; exit 77; }
 if ! "$LMF_PY" -c "import openai" 2>/dev/null; then
     echo "SKIP: OpenAI's Python SDK is not in the test venv at $LMF_PY"
     exit 77

@@ -10,11 +10,8 @@
 # on both nodes and ends bit-identical to the uninterrupted one.
 # Skips (77) where namespaces cannot be made.
 . "$(dirname "$0")/common.sh"
-NC=${LMF_NETNS_CLUSTER:-$LMF_SRC/../shared/tools/netns-cluster}
+need_netns_cluster
 command -v mpirun > /dev/null || { echo "SKIP: mpirun not found"; exit 77; }
-[ -x "$NC" ] || { echo "SKIP: netns-cluster not found at $NC"; exit 77; }
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: multi-node test needs root (network namespaces)"; exit 77; }
-ip netns list >/dev/null 2>&1 || { echo "SKIP: 'ip netns' unavailable"; exit 77; }
 if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"; fi
 # our own cluster, one per build directory (test_comm_multinode uses lmfd...)
 export NETNS_CLUSTER_PREFIX=${NETNS_CLUSTER_PREFIX:-lmft$(printf %s "$LMF_BUILD" | cksum | cut -c1-5)-}
