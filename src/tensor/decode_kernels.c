@@ -85,8 +85,7 @@ static void row_f32(float *y, const float *x, int in, const float *W, int r0, in
         a33 = FMA(a33, u, v3);                                                                     \
     } while (0)
 
-/* The tile's setup (weight rows past `out` repeat the last one; their sums are dropped) and its
- * stores. */
+/* The tile's setup (weight rows past `out` repeat the last one; their sums are dropped). */
 #define TILE_BEGIN(T)                                                                              \
     const T *w0 = W + (size_t)(r0 < out ? r0 : out - 1) * in,                                      \
             *w1 = W + (size_t)(r0 + 1 < out ? r0 + 1 : out - 1) * in,                              \
@@ -98,18 +97,48 @@ static void row_f32(float *y, const float *x, int in, const float *W, int r0, in
            a32 = a00, a33 = a00;                                                                   \
     int k = 0
 
+/* The sums of 16 vectors v[0..15] as one vector (lane l = the sum of v[l]): a tree of
+ * unpacks and 128-bit lane shuffles, 45 instructions against 16 x 8 for one reduce each. With
+ * 768 inputs (24 steps of the bf16 tile) the separate reduces were a fifth of the tile's
+ * instructions: one thread, 4-64 input rows, 10-23 % faster on 768 inputs, 3 % on 2048 (bf16),
+ * 3 % (f32). */
+static inline __m512 sum16(__m512 v0, __m512 v1, __m512 v2, __m512 v3, __m512 v4, __m512 v5,
+                           __m512 v6, __m512 v7, __m512 v8, __m512 v9, __m512 v10, __m512 v11,
+                           __m512 v12, __m512 v13, __m512 v14, __m512 v15) {
+#define PAIR_PS(a, b) _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+#define PAIR_PD(a, b)                                                                              \
+    _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))),  \
+                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))))
+#define PAIR_LANES(a, b)                                                                           \
+    _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd))
+    /* each 128-bit lane of u_k: that lane's partial sums of v[4k .. 4k+3] */
+    __m512 u0 = PAIR_PD(PAIR_PS(v0, v1), PAIR_PS(v2, v3));
+    __m512 u1 = PAIR_PD(PAIR_PS(v4, v5), PAIR_PS(v6, v7));
+    __m512 u2 = PAIR_PD(PAIR_PS(v8, v9), PAIR_PS(v10, v11));
+    __m512 u3 = PAIR_PD(PAIR_PS(v12, v13), PAIR_PS(v14, v15));
+    return PAIR_LANES(PAIR_LANES(u0, u1), PAIR_LANES(u2, u3));
+#undef PAIR_PS
+#undef PAIR_PD
+#undef PAIR_LANES
+}
+
+/* The tile's 16 sums, reduced together (sum16) and stored four per input row. */
 #define TILE_END()                                                                                 \
     do {                                                                                           \
-        float t[4][4] = {{_mm512_reduce_add_ps(a00), _mm512_reduce_add_ps(a01),                    \
-                          _mm512_reduce_add_ps(a02), _mm512_reduce_add_ps(a03)},                   \
-                         {_mm512_reduce_add_ps(a10), _mm512_reduce_add_ps(a11),                    \
-                          _mm512_reduce_add_ps(a12), _mm512_reduce_add_ps(a13)},                   \
-                         {_mm512_reduce_add_ps(a20), _mm512_reduce_add_ps(a21),                    \
-                          _mm512_reduce_add_ps(a22), _mm512_reduce_add_ps(a23)},                   \
-                         {_mm512_reduce_add_ps(a30), _mm512_reduce_add_ps(a31),                    \
-                          _mm512_reduce_add_ps(a32), _mm512_reduce_add_ps(a33)}};                  \
-        for (int i = 0; i < 4; i++)                                                                \
-            for (int j = 0; j < 4 && r0 + j < out; j++) y[(size_t)i * ldy + r0 + j] = t[i][j];     \
+        __m512 s =                                                                                 \
+            sum16(a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33); \
+        if (r0 + 4 <= out) {                                                                       \
+            _mm_storeu_ps(y + r0, _mm512_extractf32x4_ps(s, 0));                                   \
+            _mm_storeu_ps(y + (size_t)ldy + r0, _mm512_extractf32x4_ps(s, 1));                     \
+            _mm_storeu_ps(y + 2 * (size_t)ldy + r0, _mm512_extractf32x4_ps(s, 2));                 \
+            _mm_storeu_ps(y + 3 * (size_t)ldy + r0, _mm512_extractf32x4_ps(s, 3));                 \
+        } else {                                                                                   \
+            float t[16];                                                                           \
+            _mm512_storeu_ps(t, s);                                                                \
+            for (int i = 0; i < 4; i++)                                                            \
+                for (int j = 0; j < 4 && r0 + j < out; j++)                                        \
+                    y[(size_t)i * ldy + r0 + j] = t[4 * i + j];                                    \
+        }                                                                                          \
     } while (0)
 
 static inline __m512 fma_f32(__m512 acc, __m512 a, __m512 b) {
