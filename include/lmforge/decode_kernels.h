@@ -38,11 +38,17 @@ void lmf_swiglu_row(float *h, const float *gate, const float *up, int n);
 /* Rows r0..r1 (of out) of y = x W^T on the calling thread only: y is (n, ldy) and only its
  * columns r0..r1 are written. The work item of a step that shares the rows of a product
  * between threads itself (src/model/decode_fused.c); the same arithmetic as the threaded
- * products, so both give the same bits. xb is x already rounded to bf16 (lmf_round_bf16). */
+ * products, so both give the same bits. xb is x already rounded to bf16 (lmf_round_bf16), its
+ * rows ldx values apart (>= in). */
 void lmf_matvec_f32_rows(float *y, int ldy, const float *x, const float *W, int n, int in, int r0,
                          int r1);
-void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, const uint16_t *W, int n, int in,
-                          int r0, int r1);
+void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, size_t ldx, const uint16_t *W,
+                          int n, int in, int r0, int r1);
+/* The row stride for lmf_matvec_bf16_rows's input that its tiles read fastest: in, or in + 32
+ * when rows of `in` bf16 values are a multiple of 2 KB (the llama down product's 2048: the
+ * starts of 4 KB-apart rows all fall on the same L1 sets, and a tile ran at 66-68 GMAC/s a core
+ * against 91-103 for rows of 2080 values). */
+size_t lmf_bf16_x_stride(int in);
 void lmf_round_bf16(uint16_t *xb, const float *x, size_t n);
 
 /* Rows of D floats into a KV cache of type t, and back: FLOAT32 copies; BF16 rounds to nearest

@@ -86,11 +86,11 @@ static size_t xb_size(const lmf_model *m) {
 }
 
 /* Bytes of the thread's buffer xb: the input as the kernels read it (bf16, reordered, or
- * transposed f32 padded to lmf_xt_stride rows). */
+ * transposed f32 padded to lmf_xt_stride rows; bf16 rows lmf_bf16_x_stride apart). */
 static size_t xb_bytes(const lmf_model *m, int n) {
     size_t w = (size_t)widest_input(&m->cfg);
     if (use_xt(m, n)) return sizeof(float) * lmf_xt_stride(n) * w;
-    return xb_size(m) * (size_t)n * w;
+    return xb_size(m) * (size_t)n * (w + 32); /* + 32: room for lmf_bf16_x_stride's padding */
 }
 
 /* Floats of a thread's attention scratch, which its RoPE table (n rows of D) follows. */
@@ -290,7 +290,7 @@ static void product(const fused *f, int l, lmf_linear_id id, int in, float *y, i
         lmf_qmatvec_rows(y, ldy, f->qx ? (const float *)xb : x, (lmf_qtype)m->qtype, W, n, in, r0,
                          r1);
     else if (m->infer_bf16)
-        lmf_matvec_bf16_rows(y, ldy, xb, (const uint16_t *)W, n, in, r0, r1);
+        lmf_matvec_bf16_rows(y, ldy, xb, lmf_bf16_x_stride(in), (const uint16_t *)W, n, in, r0, r1);
     else if (use_xt(m, n))
         lmf_matmul_f32_xt(y, ldy, (const float *)xb, n, (const float *)W, in, r0, r1);
     else
@@ -465,7 +465,8 @@ static const float *prepare(const fused *f, const float *x, const float *norm, i
     if (f->qx) {
         lmf_quant_order_input((lmf_qtype)m->qtype, (float *)xb, x, n, in);
     } else if (m->infer_bf16 && !m->quantized) {
-        lmf_round_bf16(xb, x, (size_t)n * in);
+        size_t ld = lmf_bf16_x_stride(in);
+        for (int i = 0; i < n; i++) lmf_round_bf16(xb + i * ld, x + (size_t)i * in, (size_t)in);
     } else if (use_xt(m, n)) {
         lmf_transpose_input((float *)xb, x, n, in);
     }

@@ -43,14 +43,21 @@ static void check_matvec(int n, int out, int in) {
             CHECK_MSG(0, "round_bf16 of x[%zu]", i);
             break;
         }
-    /* The single-thread row-range kernels, in three uneven pieces into a wider y. */
+    /* The single-thread row-range kernels, in three uneven pieces into a wider y; the bf16 input
+     * at a padded row stride (the padding poisoned with NaN: never read). */
+    size_t ldx = (size_t)in + 5;
+    uint16_t *xbp = malloc(2 * (size_t)n * ldx);
+    for (int i = 0; i < n; i++) {
+        memcpy(xbp + i * ldx, xb + (size_t)i * in, 2 * (size_t)in);
+        for (size_t k = (size_t)in; k < ldx; k++) xbp[i * ldx + k] = 0x7fc0;
+    }
     int ld = out + 3, cut[4] = {0, out / 3, out / 3 + (out - out / 3) / 2 + 1, out};
     if (cut[2] > out) cut[2] = out;
     float *yw = malloc(sizeof(float) * n * ld);
     for (int kind = 0; kind < 2; kind++) {
         for (int j = 0; j < 3; j++)
             if (kind)
-                lmf_matvec_bf16_rows(yw, ld, xb, Wb, n, in, cut[j], cut[j + 1]);
+                lmf_matvec_bf16_rows(yw, ld, xbp, ldx, Wb, n, in, cut[j], cut[j + 1]);
             else
                 lmf_matvec_f32_rows(yw, ld, x, W, n, in, cut[j], cut[j + 1]);
         if (kind)
@@ -86,7 +93,7 @@ static void check_matvec(int n, int out, int in) {
     uint16_t rb[9];
     lmf_round_bf16(rb, rx, 9);
     for (int i = 0; i < 9; i++) CHECK_MSG(rb[i] == lmf_f32_to_bf16(rx[i]), "round_bf16 [%d]", i);
-    free(yw);
+    free(yw), free(xbp);
     free(x), free(W), free(y), free(yr), free(Wb), free(xb);
 }
 
@@ -195,9 +202,25 @@ static void check_kv_formats(void) {
 
 int main(void) {
     lmf_rng_seed(&rng, 11);
-    int shapes[][3] = {{1, 1, 1},     {1, 5, 7},     {1, 64, 768},   {1, 33, 100},  {2, 13, 31},
-                       {3, 17, 48},   {4, 8, 16},    {5, 70, 129},   {7, 3, 1000},  {9, 67, 65},
-                       {16, 130, 96}, {70, 129, 77}, {1, 2048, 768}, {33, 40, 200}, {48, 25, 96}};
+    int shapes[][3] = {{1, 1, 1},
+                       {1, 5, 7},
+                       {1, 64, 768},
+                       {1, 33, 100},
+                       {2, 13, 31},
+                       {3, 17, 48},
+                       {4, 8, 16},
+                       {5, 70, 129},
+                       {7, 3, 1000},
+                       {9, 67, 65},
+                       {16, 130, 96},
+                       {70, 129, 77},
+                       {1, 2048, 768},
+                       {33, 40, 200},
+                       {48, 25, 96},
+                       /* inputs in 2 or 3 blocks of the tiles (KBLOCK) */
+                       {9, 37, 2100},
+                       {8, 13, 2048},
+                       {70, 21, 1030}};
     for (int t = 1; t <= 2; t++) {
         lmf_compute_set_threads(t);
         for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
