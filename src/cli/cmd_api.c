@@ -59,7 +59,7 @@ static int engine_config(const lmf_config *cfg, const lmf_model *m, lmf_engine_c
     ec->max_batch_tokens = (int)lmf_config_int(cfg, "max_num_batched_tokens");
     ec->max_waiting = (int)lmf_config_int(cfg, "max_waiting_requests");
     ec->prefix_caching = lmf_config_bool(cfg, "enable_prefix_caching");
-    int rc = lmf_cli_kv_cache_dtype(cfg, &ec->kv_dtype);
+    int rc = lmf_cli_kv_cache_dtype(cfg, m, &ec->kv_dtype);
     if (rc) return rc;
     size_t per_block = lmf_kv_bytes_per_block(&m->cfg, ec->block_size, ec->kv_dtype);
     long long ctx_blocks = (m->cfg.max_pos + ec->block_size - 1) / ec->block_size + 1;
@@ -164,10 +164,14 @@ int lmf_cli_apply_infer_dtype(const lmf_config *cfg, lmf_model *m) {
     return lmf_model_set_infer_dtype(m, LMF_BF16);
 }
 
-int lmf_cli_kv_cache_dtype(const lmf_config *cfg, lmf_kv_dtype *out) {
+int lmf_cli_kv_cache_dtype(const lmf_config *cfg, const lmf_model *m, lmf_kv_dtype *out) {
     const char *t = lmf_config_str(cfg, "kv_cache_dtype");
     *out = LMF_KV_F32;
-    if (t && lmf_kv_dtype_parse(t, out))
+    if (!t || !strcmp(t, "auto")) {
+        if (m && m->infer_bf16 && !m->quantized) *out = LMF_KV_BF16;
+        return 0;
+    }
+    if (lmf_kv_dtype_parse(t, out))
         return lmf_errorf(LMF_EINVAL,
                           "%s: kv_cache_dtype \"%s\": expected auto, float32, bfloat16 or int8",
                           cfg->path, t);

@@ -140,7 +140,7 @@ static int run(chat *c, const lmf_config *cfg, char **prompts, int n_prompts, lm
         rc = lmf_error_prefix(LMF_EINVAL, "%s: template", cfg->path);
     lmf_engine_config ec;
     lmf_engine_config_defaults(&ec);
-    if (!rc) rc = lmf_cli_kv_cache_dtype(cfg, &ec.kv_dtype);
+    if (!rc) rc = lmf_cli_kv_cache_dtype(cfg, c->m, &ec.kv_dtype);
     ec.n_blocks = (c->m ? c->m->cfg.max_pos : 1024) / ec.block_size + 1;
     if (tp) rc = lmf_cli_tp_agree(tp, rc, &ec, c->m);
     if (!rc) rc = lmf_engine_create(&c->eng, c->m, &ec);

@@ -165,7 +165,8 @@ static const lmf_cfg_key keys[] = {
     {"kv_cache_dtype", S, "auto", "auto|float32|bfloat16|int8",
      "api/chat: element type of the KV cache: bfloat16 holds 2x the tokens of float32 in the same "
      "kv_cache_bytes, int8 (one float32 scale per token and KV head) 4 D / (D + 4)x (3.76x at "
-     "head_dim 64); auto is float32 (docs/serving.md)",
+     "head_dim 64); auto follows infer_dtype: bfloat16 with bfloat16 weights, float32 otherwise "
+     "(docs/serving.md)",
      0},
     {"max_num_seqs", I, "64", "1..4096", "api: sequences decoded together in one batch", 0},
     {"max_num_batched_tokens", I, "512", "1..",

@@ -4,7 +4,8 @@
 # the same bytes, and a request longer than the float32 pool holds is served by the int8 one;
 # greedy completions (prompts of token ids, prefill then decode over the cache, several at once)
 # equal Hugging Face transformers' greedy decoding with its cache rows rounded as lmforge stores
-# them (kv_cache_ref.py); `lmforge chat` with int8 gives the API's reply; a bad kv_cache_dtype
+# them (kv_cache_ref.py); auto is float32 with float32 weights and bfloat16 with infer_dtype
+# bfloat16; `lmforge chat` with int8 gives the API's reply; a bad kv_cache_dtype
 # is refused by api and chat with a message naming the file, the key and the accepted values.
 . "$(dirname "$0")/common.sh"
 cd "$WORK"
@@ -123,6 +124,23 @@ for dt, per_block in want_bytes.items():
 assert tokens["bfloat16"] == 2 * tokens["float32"], tokens
 assert tokens["int8"] >= 3.5 * tokens["float32"], tokens
 PY
+# kv_cache_dtype auto follows the weights the server infers with: float32 for float32 weights,
+# bfloat16 for infer_dtype bfloat16 (as vLLM's auto follows the model's dtype).
+kv_line() { # config, overrides...: the server's "KV cache:" start-up line
+    PORT=$(free_port)
+    API_PORT=$PORT "$LMF" api "$@" > auto.log 2>&1 &
+    PID=$!
+    for _ in $(seq 300); do grep -q "^KV cache:" auto.log && break; sleep 0.1; done
+    kill -TERM "$PID"
+    wait "$PID" || true
+    grep "^KV cache:" auto.log
+}
+check "a server with float32 weights and kv_cache_dtype auto starts" kv_line base.yaml
+check_said "... with a float32 cache" "bytes per block, float32)"
+check "a server with infer_dtype bfloat16 and kv_cache_dtype auto starts" kv_line base.yaml infer_dtype=bfloat16
+check_said "... with a bfloat16 cache" "bytes per block, bfloat16)"
+check "a server with infer_dtype bfloat16 and kv_cache_dtype float32 starts" kv_line base.yaml infer_dtype=bfloat16 kv_cache_dtype=float32
+check_said "... with a float32 cache" "bytes per block, float32)"
 # chat reads kv_cache_dtype too: its greedy reply with int8 equals the int8 server's.
 sed "s/^threads: 1$/threads: 1\nkv_cache_dtype: int8\nmax_new_tokens: 12/" base.yaml > chat_int8.yaml
 PORT=$(free_port)
