@@ -46,7 +46,9 @@ typedef struct lmf_detok_stream {
     const lmf_tokenizer *t;
     int32_t *ids;
     int n, cap;
-    size_t emitted; /* bytes of decode(ids) already returned */
+    /* The window decoded on each push: ids[prefix ..]. Text up to the end of decode(ids[..
+     * read)) has been returned; ids[prefix .. read) are decoded again only as context. */
+    int prefix, read;
 } lmf_detok_stream;
 void lmf_detok_stream_init(lmf_detok_stream *s, const lmf_tokenizer *t);
 /* Appends id; *out (malloc'd, may be "") gets the newly completed text. */
