@@ -43,6 +43,10 @@ typedef struct lmf_request_params {
     const lmf_lora *lora; /* the request's adapter (borrowed); NULL: the model's own m->lora */
     lmf_token_cb on_token;
     lmf_finish_cb on_finish;
+    /* Called after on_token, once per step that gave the request tokens, at the start of the
+     * next model step (inside its work: lmf_model's step_hook) or at once when no step
+     * follows: where to wake a thread that waits for the request's tokens. NULL: none. */
+    void (*on_wake)(lmf_request *r, void *user);
     void *user;
 } lmf_request_params;
 

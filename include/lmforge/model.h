@@ -128,6 +128,12 @@ typedef struct lmf_model {
                           batch mean, so accumulated micro-batches average over all their tokens */
     void *step_block;  /* inference scratch, grown on demand */
     size_t step_bytes;
+    /* Called once by each lmf_model_step: inside its parallel region when it has one (by one
+     * thread, whose items the others take over if it is held up), else before the step's work.
+     * The server wakes its HTTP threads there: woken on the engine thread between steps they
+     * preempted it while the other compute thread spun idle. NULL: none. */
+    void (*step_hook)(void *arg);
+    void *step_hook_arg;
     uint16_t *infer_bf16; /* bf16 copy of params read by lmf_model_step (same offsets); NULL: f32 */
     /* Compute mode (lmf_model_set_compute). bf16 is the effective mode: 0 after a fallback. */
     int bf16, grad_ckpt;

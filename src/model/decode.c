@@ -293,9 +293,10 @@ int lmf_model_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int 
     else if ((rc = lmf_tp_embed(m, b.x, b.ids, n)))
         return rc;
     if (fused) {
-        lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, head_out);
+        lmf_fused_step(m, kv, seqs, n_seqs, n, nt, &b, head_out); /* calls step_hook */
         return m->tp ? lmf_tp_step_end(m, logits) : 0;
     }
+    if (m->step_hook) m->step_hook(m->step_hook_arg);
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];
         be->rmsnorm_fwd(b.xn, NULL, b.x, w->attn_norm, n, C, c->rms_eps);

@@ -491,6 +491,8 @@ static void thread_run(fused *f) {
     float *xn = (float *)pv;
     uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * (size_t)n * C));
     float *scratch = (float *)((uint8_t *)xb + align64(xb_bytes(m, n)));
+    /* the caller's hook, on one thread: the others take over its items if it is held up */
+    if (tid == 0 && m->step_hook) m->step_hook(m->step_hook_arg);
     rope_table(scratch + attn_floats(m), b->pos, n, c->head_dim, m->inv_freq);
     for (int l = 0; l < c->layers; l++) {
         const lmf_layer_weights *w = &m->w.layers[l];

@@ -122,9 +122,20 @@ static int on_token(lmf_request *r, const lmf_sample_result *s, void *user) {
         if (lmf_detok_stream_push(&c->ds, s->token, &piece) == 0) stop = add_piece(c, piece);
         free(piece);
     }
+    pthread_mutex_unlock(&t->mu);
+    return stop; /* the waiting HTTP thread is woken by on_wake */
+}
+
+/* Wakes the HTTP thread waiting for the choice's text. The engine calls it from inside its
+ * next step (lmf_request_params.on_wake): woken here between steps, the HTTP threads preempted
+ * the engine thread while the other compute thread spun idle, 1.3-1.5 ms of every step at 32
+ * streaming clients (~3 %). */
+static void on_wake(lmf_request *r, void *user) {
+    lmf_api_task *t = ((lmf_api_choice *)user)->task;
+    (void)r;
+    pthread_mutex_lock(&t->mu);
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    return stop;
 }
 
 static void on_finish(lmf_request *r, lmf_finish why, void *user) {
@@ -149,6 +160,7 @@ int lmf_api_task_submit(lmf_api_task *t, lmf_engine *e, const lmf_request_params
     lmf_request_params p = *base;
     p.on_token = on_token;
     p.on_finish = on_finish;
+    p.on_wake = on_wake;
     p.user = &t->ch[i];
     pthread_mutex_lock(&t->mu);
     t->refs++; /* on_finish may run on the engine thread before submit returns */

@@ -40,6 +40,8 @@ struct lmf_engine {
     int n_waiting, n_running;
     lmf_seq_step *steps;
     lmf_request **stepped;
+    lmf_request **to_wake; /* given tokens by the last step; their on_wake not called yet */
+    int n_wake;
     float *logits;
     lmf_sampling_work work;
     lmf_engine_stats st;
@@ -73,8 +75,10 @@ int lmf_engine_create(lmf_engine **out, lmf_model *m, const lmf_engine_config *c
     e->running = calloc((size_t)cap, sizeof *e->running);
     e->steps = calloc((size_t)cap, sizeof *e->steps);
     e->stepped = calloc((size_t)cap, sizeof *e->stepped);
+    e->to_wake = calloc((size_t)cap, sizeof *e->to_wake);
     e->logits = malloc(sizeof(float) * (size_t)lmf_model_vocab(m) * cap);
-    if (!rc && (!e->waiting || !e->running || !e->steps || !e->stepped || !e->logits))
+    if (!rc &&
+        (!e->waiting || !e->running || !e->steps || !e->stepped || !e->to_wake || !e->logits))
         rc = lmf_errorf(LMF_ENOMEM, "engine: out of memory");
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
@@ -100,8 +104,8 @@ void lmf_engine_free(lmf_engine *e) {
     lmf_kv_pool_free(&e->kv);
     lmf_block_mgr_free(&e->bm);
     lmf_sampling_work_free(&e->work);
-    free(e->waiting), free(e->running), free(e->steps), free(e->stepped), free(e->logits),
-        free(e->cancels);
+    free(e->waiting), free(e->running), free(e->steps), free(e->stepped), free(e->to_wake),
+        free(e->logits), free(e->cancels);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
@@ -195,7 +199,20 @@ static void drop_blocks(lmf_engine *e, lmf_request *r) {
     r->n_table = r->n_hashed = r->n_computed = 0;
 }
 
+/* The wakes owed for the last step's tokens (see lmf_request_params.on_wake). */
+static void wake_all(void *arg) {
+    lmf_engine *e = arg;
+    for (int i = 0; i < e->n_wake; i++)
+        e->to_wake[i]->p.on_wake(e->to_wake[i], e->to_wake[i]->p.user);
+    e->n_wake = 0;
+}
+
 static void finish(lmf_engine *e, lmf_request *r, lmf_finish why) {
+    for (int i = 0; i < e->n_wake; i++) /* on_finish wakes its waiter itself */
+        if (e->to_wake[i] == r) {
+            e->to_wake[i] = e->to_wake[--e->n_wake];
+            break;
+        }
     drop_blocks(e, r);
     e->st.requests_done++;
     if (r->p.on_finish) r->p.on_finish(r, why, r->p.user);
@@ -373,8 +390,12 @@ int lmf_engine_step(lmf_engine *e) {
     int n = schedule(e);
     group_by_adapter(e, n);
     if (n > 0) {
+        /* the last step's wakes go out from inside this one (lmf_model's step_hook) */
+        e->m->step_hook = e->n_wake ? wake_all : NULL, e->m->step_hook_arg = e;
         int rc = e->c.step ? e->c.step(e->c.step_user, e->m, &e->kv, e->steps, n, e->logits)
                            : lmf_model_step(e->m, &e->kv, e->steps, n, e->logits);
+        e->m->step_hook = NULL;
+        wake_all(e); /* none left unless the step failed before calling the hook */
         if (rc) return rc;
         int row = 0;
         int32_t eos = e->m->cfg.eos_id;
@@ -401,6 +422,7 @@ int lmf_engine_step(lmf_engine *e) {
                      r->n_tokens >= e->m->cfg.max_pos)
                 why = why ? why : LMF_FINISH_LENGTH;
             r->finished = why; /* acted on below, once every sequence of the step is sampled */
+            if (r->p.on_wake) e->to_wake[e->n_wake++] = r;
         }
         for (int i = e->n_running - 1; i >= 0; i--)
             if (e->running[i]->finished) {
@@ -414,6 +436,7 @@ int lmf_engine_step(lmf_engine *e) {
     e->st.waiting = e->n_waiting + e->n_in;
     int active = e->st.running + e->st.waiting;
     pthread_mutex_unlock(&e->mu);
+    if (n == 0 || active == 0) wake_all(e); /* no step to carry them */
     return active;
 }
 

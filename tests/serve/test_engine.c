@@ -1,7 +1,9 @@
 /* The continuous-batching engine on a tiny random model: 16 concurrent greedy requests get
  * exactly the tokens each gets alone; seeded sampling is independent of the batch; prefix
  * blocks are reused (hits counted); a tiny KV pool forces preemption and the outputs stay
- * the same; max_tokens, stop tokens, cancellation and a full queue behave. */
+ * the same; max_tokens, stop tokens, cancellation and a full queue behave; each token but a
+ * request's last is followed by one on_wake, from inside the next model step, before the next
+ * token. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +17,26 @@ typedef struct result {
     int n;
     lmf_finish why;
     int done;
+    int tokens, wakes, wake_order_bad, wakes_outside_step; /* on_token / on_wake calls */
 } result;
+
+static lmf_model *g_model; /* its step_hook is set while the engine's model step runs */
+
+static int on_token(lmf_request *r, const lmf_sample_result *s, void *user) {
+    result *res = user;
+    (void)r, (void)s;
+    res->tokens++;
+    res->wake_order_bad += res->wakes != res->tokens - 1; /* the last token's wake came first */
+    return 0;
+}
+
+static void on_wake(lmf_request *r, void *user) {
+    result *res = user;
+    (void)r;
+    res->wakes++;
+    res->wake_order_bad += res->wakes != res->tokens;
+    res->wakes_outside_step += g_model->step_hook == NULL;
+}
 
 static void on_finish(lmf_request *r, lmf_finish why, void *user) {
     result *res = user;
@@ -47,7 +68,7 @@ static void submit(lmf_engine *e, int i, float temperature, uint64_t seed, resul
     lmf_sampling_defaults(&p.sampling);
     p.sampling.temperature = temperature;
     p.seed = seed, p.has_seed = 1, p.ignore_eos = 1;
-    p.on_finish = on_finish, p.user = res;
+    p.on_finish = on_finish, p.on_token = on_token, p.on_wake = on_wake, p.user = res;
     CHECK(lmf_engine_submit(e, &p, NULL) == 0);
 }
 
@@ -62,7 +83,7 @@ static int same(const result *a, const result *b) {
 
 int main(void) {
     lmf_compute_set_threads(2);
-    lmf_model *m = model();
+    lmf_model *m = g_model = model();
     for (int i = 0; i < NREQ; i++)
         for (int t = 0; t < PLEN; t++)
             prompts[i][t] = t < 20 ? (t * 13 + 1) % 299 : (i * 31 + t * 7) % 299;
@@ -87,6 +108,13 @@ int main(void) {
     int all_same = 1;
     for (int i = 0; i < NREQ; i++) all_same &= together[i].done && same(&alone[i], &together[i]);
     CHECK_MSG(all_same, "16 concurrent greedy requests differ from their solo runs");
+    int wakes_ok = 1;
+    for (int i = 0; i < NREQ; i++)
+        wakes_ok &= together[i].tokens == MAXTOK && together[i].wakes == MAXTOK - 1 &&
+                    !together[i].wake_order_bad && !together[i].wakes_outside_step;
+    CHECK_MSG(wakes_ok, "on_wake: %d tokens, %d wakes, %d out of order, %d outside a step",
+              together[0].tokens, together[0].wakes, together[0].wake_order_bad,
+              together[0].wakes_outside_step);
     CHECK(together[0].n == MAXTOK && together[0].why == LMF_FINISH_LENGTH);
     lmf_engine_stats st;
     lmf_engine_stats_get(e, &st);
