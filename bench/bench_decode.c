@@ -212,7 +212,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < P; i++) ids[i] = (int32_t)(lmf_rng_u64(&rng) % cfg.vocab);
     printf("decode bench: %s, %d threads, %d runs of %d tokens decoded from an empty cache "
            "(ratio, median) and %d after a %d-token prompt (ratio @P, prefill); each token paired "
-           "with a streaming read of the weights it reads (the roofline)\n",
+           "with a streaming read of the weights it reads (the roofline); the KV cache is the one "
+           "lmforge api gives the weights (kv_cache_dtype auto: bfloat16 for bf16, else float32)\n",
            preset, threads, reps, T, T, P);
     printf("%-5s %12s %11s %14s %14s %7s %7s %10s %14s %7s\n", "dtype", "weights MB", "GB/s",
            "roofline tok/s", "decode tok/s", "ratio", "median", "ratio @P", "prefill tok/s",
@@ -221,7 +222,11 @@ int main(int argc, char **argv) {
     for (char *name = strtok_r(list, ",", &save); name && !rc; name = strtok_r(NULL, ",", &save)) {
         lmf_model *m = NULL;
         lmf_kv_pool kv = {0};
-        if ((rc = make_model(&m, &cfg, name)) || (rc = lmf_kv_pool_create(&kv, m, bs, n_blocks))) {
+        /* the cache `lmforge api` gives these weights (kv_cache_dtype auto) */
+        if ((rc = make_model(&m, &cfg, name)) ||
+            (rc = lmf_kv_pool_create_dtype(&kv, m, bs, n_blocks,
+                                           m->infer_bf16 && !m->quantized ? LMF_KV_BF16
+                                                                          : LMF_KV_F32))) {
             lmf_model_free(m);
             break;
         }
