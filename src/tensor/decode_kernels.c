@@ -217,14 +217,26 @@ static void tile_bf16(float *y, int ldy, const uint16_t *x, size_t ldx, int in, 
  * in blocks of at most KBLOCK (sums of later blocks added to y) they stay in L1. */
 #define KBLOCK 1024
 
+/* Asks for bytes at p into L2. The tiles read a quad of weight rows as 4 interleaved streams
+ * of a few KB, then jump to the next quad: the hardware prefetcher did not keep up, and asking
+ * for the next quad's rows while a quad's tiles run made the bf16 tiles 8-20 % faster on weights
+ * from memory (one thread) and a bf16 step of 4 / 8 / 16 rows 35 / 46 / 18 % faster (32 decodes
+ * + a 32-token prefill: 11 %); f32 +1-2 %. Into L1 instead was 2 % slower. */
+static inline void prefetch_l2(const void *p, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 2);
+}
+
 /* Rows r0..r1 of the product on the calling thread: input rows in blocks of XBLOCK, tiles of
- * 4 x 4 over the inputs in blocks of about KBLOCK (multiples of 32), single input rows
- * streaming one weight row after the other. */
+ * 4 x 4 over the inputs in blocks of about KBLOCK (multiples of 32) with the next quad of weight
+ * rows asked for meanwhile, single input rows streaming one weight row after the other. */
 #define ROWS_BODY(KIND, XT, WT)                                                                    \
     int kblocks = (in + KBLOCK - 1) / KBLOCK, klen = ((in + kblocks - 1) / kblocks + 31) & ~31;    \
     for (int x0 = 0; x0 < n; x0 += XBLOCK) {                                                       \
         int x1 = x0 + XBLOCK < n ? x0 + XBLOCK : n, xt = x0 + (x1 - x0) / 4 * 4;                   \
         for (int r = r0; r < r1; r += 4) {                                                         \
+            if (xt > x0 && r + 4 < r1)                                                             \
+                prefetch_l2((WT) + (size_t)(r + 4) * in,                                           \
+                            sizeof *(WT) * (size_t)in * (size_t)(r + 8 < r1 ? 4 : r1 - r - 4));    \
             for (int k0 = 0; k0 < in; k0 += klen)                                                  \
                 for (int i = x0; i < xt; i += 4)                                                   \
                     tile_##KIND(y + (size_t)i * ldy, ldy, (XT) + (size_t)i * ldx, ldx, in, (WT),   \
