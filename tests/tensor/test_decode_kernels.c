@@ -75,6 +75,11 @@ static void check_matvec(int n, int out, int in) {
     float *xt = malloc(sizeof(float) * lmf_xt_stride(n) * in);
     for (size_t i = 0; i < lmf_xt_stride(n) * in; i++) xt[i] = NAN;
     lmf_transpose_input(xt, x, n, in);
+    size_t xld = lmf_xt_stride(n), bad = 0;
+    for (int k = 0; k < in; k++) /* x transposed exactly, the padding rows zeroed */
+        for (size_t i = 0; i < xld; i++)
+            bad += xt[k * xld + i] != (i < (size_t)n ? x[i * in + k] : 0.0f);
+    CHECK_MSG(!bad, "transpose n=%d in=%d: %zu values wrong", n, in, bad);
     for (size_t i = 0; i < (size_t)n * ld; i++) yw[i] = NAN;
     for (int j = 0; j < 3; j++) lmf_matmul_f32_xt(yw, ld, xt, n, W, in, cut[j], cut[j + 1]);
     lmf_matvec_f32_ref(yr, x, W, n, out, in);
