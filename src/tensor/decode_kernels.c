@@ -248,13 +248,13 @@ static inline void prefetch_l2(const void *p, size_t bytes) {
 
 void lmf_matvec_f32_rows(float *y, int ldy, const float *x, const float *W, int n, int in, int r0,
                          int r1) {
-    size_t ldx = (size_t)in;
     if (in <= 0) {
         for (int i = 0; i < n; i++)
             for (int r = r0; r < r1; r++) y[(size_t)i * ldy + r] = 0;
         return;
     }
 #if defined(__AVX512F__)
+    size_t ldx = (size_t)in;
     ROWS_BODY(f32, x, W)
 #else
     for (int i = 0; i < n; i++)
@@ -285,7 +285,7 @@ void lmf_matvec_bf16_rows(float *y, int ldy, const uint16_t *xb, size_t ldx, con
         for (int o = r0; o < r1; o++) {
             float s = 0;
             for (int k = 0; k < in; k++)
-                s += lmf_bf16_to_f32(xb[(size_t)i * in + k]) *
+                s += lmf_bf16_to_f32(xb[(size_t)i * ldx + k]) *
                      lmf_bf16_to_f32(W[(size_t)o * in + k]);
             y[(size_t)i * ldy + o] = s;
         }
