@@ -224,9 +224,7 @@ int main(int argc, char **argv) {
         lmf_kv_pool kv = {0};
         /* the cache `lmforge api` gives these weights (kv_cache_dtype auto) */
         if ((rc = make_model(&m, &cfg, name)) ||
-            (rc = lmf_kv_pool_create_dtype(&kv, m, bs, n_blocks,
-                                           m->infer_bf16 && !m->quantized ? LMF_KV_BF16
-                                                                          : LMF_KV_F32))) {
+            (rc = lmf_kv_pool_create_dtype(&kv, m, bs, n_blocks, lmf_kv_dtype_auto(m)))) {
             lmf_model_free(m);
             break;
         }

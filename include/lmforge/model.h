@@ -270,6 +270,10 @@ size_t lmf_kv_bytes_per_block(const lmf_model_config *cfg, int block_size, lmf_k
 int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks);
 int lmf_kv_pool_create_dtype(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks,
                              lmf_kv_dtype t);
+/* kv_cache_dtype auto: the cache type for the weights m's steps read (as vLLM's auto follows the
+ * model's dtype): bfloat16 for a bfloat16 copy, float32 for float32 and quantized weights
+ * (whose products take float32 inputs). */
+lmf_kv_dtype lmf_kv_dtype_auto(const lmf_model *m);
 void lmf_kv_pool_free(lmf_kv_pool *p);
 
 /* One sequence's part of a step: n_new tokens at positions start.. (a prefill chunk, or one

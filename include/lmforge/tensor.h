@@ -42,7 +42,8 @@ typedef enum lmf_kv_dtype { LMF_KV_F32, LMF_KV_BF16, LMF_KV_INT8, LMF_KV_DTYPE_C
 
 /* "float32", "bfloat16", "int8" (the kv_cache_dtype config values). */
 const char *lmf_kv_dtype_name(lmf_kv_dtype t);
-/* Those names, and "auto" for float32; 0 or LMF_EUNSUPPORTED (no message set). */
+/* Those names, and "auto" for float32 (without a model to go by; the serving commands resolve
+ * auto with lmf_kv_dtype_auto); 0 or LMF_EUNSUPPORTED (no message set). */
 int lmf_kv_dtype_parse(const char *name, lmf_kv_dtype *out);
 size_t lmf_kv_dtype_size(lmf_kv_dtype t); /* bytes per value, scales aside: 4, 2, 1 */
 

@@ -83,8 +83,7 @@ int lmf_cli_api_env(const struct lmf_config *cfg, int min_port, const char **hos
  * block format; a GGUF file's own format when auto). */
 int lmf_cli_apply_infer_dtype(const struct lmf_config *c, struct lmf_model *m);
 /* kv_cache_dtype (api, chat): the KV pool's element type; a bad value is an error naming the
- * config file, the key and the accepted values. auto follows the weights m infers with (as
- * vLLM's auto follows the model's dtype): bfloat16 for a bfloat16 copy, float32 otherwise. */
+ * config file, the key and the accepted values; auto: lmf_kv_dtype_auto(m). */
 int lmf_cli_kv_cache_dtype(const struct lmf_config *c, const struct lmf_model *m,
                            lmf_kv_dtype *out);
 

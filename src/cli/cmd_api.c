@@ -168,7 +168,7 @@ int lmf_cli_kv_cache_dtype(const lmf_config *cfg, const lmf_model *m, lmf_kv_dty
     const char *t = lmf_config_str(cfg, "kv_cache_dtype");
     *out = LMF_KV_F32;
     if (!t || !strcmp(t, "auto")) {
-        if (m && m->infer_bf16 && !m->quantized) *out = LMF_KV_BF16;
+        *out = lmf_kv_dtype_auto(m);
         return 0;
     }
     if (lmf_kv_dtype_parse(t, out))

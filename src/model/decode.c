@@ -41,6 +41,10 @@ int lmf_kv_pool_create(lmf_kv_pool *p, const lmf_model *m, int block_size, int n
     return lmf_kv_pool_create_dtype(p, m, block_size, n_blocks, LMF_KV_F32);
 }
 
+lmf_kv_dtype lmf_kv_dtype_auto(const lmf_model *m) {
+    return m && m->infer_bf16 && !m->quantized ? LMF_KV_BF16 : LMF_KV_F32;
+}
+
 int lmf_kv_pool_create_dtype(lmf_kv_pool *p, const lmf_model *m, int block_size, int n_blocks,
                              lmf_kv_dtype t) {
     memset(p, 0, sizeof *p);
