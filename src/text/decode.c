@@ -176,16 +176,9 @@ void lmf_detok_stream_init(lmf_detok_stream *s, const lmf_tokenizer *t) {
     s->t = t;
 }
 
-/* Decodes ids[from .. to) into *text; *complete: whether their raw bytes end on a character
- * boundary (not inside a multi-byte character that later ids may finish). */
-static int decode_window(const lmf_detok_stream *s, int from, int to, lmf_sbuf *text,
-                         int *complete) {
-    lmf_sbuf raw = {0};
-    int rc = lmf_tok_decode_bytes(s->t, s->ids + from, to - from, 0, 1, &raw);
-    if (!rc) *complete = lmf_utf8_complete_prefix((const uint8_t *)raw.p, raw.len) == raw.len;
-    free(raw.p);
-    if (!rc) rc = lmf_tok_decode_bytes(s->t, s->ids + from, to - from, 0, 0, text);
-    return rc;
+/* ids[s->prefix .. to) decoded (raw: bytes as they are, else as text). */
+static int decode_window(const lmf_detok_stream *s, int to, int raw, lmf_sbuf *out) {
+    return lmf_tok_decode_bytes(s->t, s->ids + s->prefix, to - s->prefix, 0, raw, out);
 }
 
 /* Decodes a window of recent ids, not all of them (all of them on every push made a
@@ -196,20 +189,23 @@ static int decode_window(const lmf_detok_stream *s, int from, int to, lmf_sbuf *
  * replacement characters for a half-received character never escape; finish (hold = 0)
  * returns them as HF's decode does. */
 static int stream_emit(lmf_detok_stream *s, int hold, char **out) {
-    lmf_sbuf old = {0}, text = {0};
-    int complete = 1, old_complete = 1;
-    int rc = decode_window(s, s->prefix, s->n, &text, &complete);
-    if (!rc) rc = decode_window(s, s->prefix, s->read, &old, &old_complete);
-    size_t from = old.len < text.len ? old.len : text.len;
-    int emit = !rc && (!hold || (complete && text.len > old.len));
-    if (!rc && !(*out = malloc(emit ? text.len - from + 1 : 1)))
-        rc = lmf_errorf(LMF_ENOMEM, "tokenizer: out of memory");
+    lmf_sbuf raw = {0}, old = {0}, text = {0};
+    int rc = 0, emit = 1;
+    if (hold) {
+        rc = decode_window(s, s->n, 1, &raw);
+        emit = !rc && lmf_utf8_complete_prefix((const uint8_t *)raw.p, raw.len) == raw.len;
+    }
+    if (!rc && emit) rc = decode_window(s, s->n, 0, &text);
+    if (!rc && emit) rc = decode_window(s, s->read, 0, &old);
+    if (hold && text.len <= old.len) emit = 0;
+    size_t from = old.len < text.len ? old.len : text.len, len = emit ? text.len - from : 0;
+    if (!rc && !(*out = malloc(len + 1))) rc = lmf_errorf(LMF_ENOMEM, "tokenizer: out of memory");
     if (!rc) {
-        size_t len = emit ? text.len - from : 0;
         if (len) memcpy(*out, text.p + from, len);
         (*out)[len] = 0;
         if (emit) s->prefix = s->read, s->read = s->n;
     }
+    free(raw.p);
     free(old.p);
     free(text.p);
     return rc;
