@@ -74,6 +74,12 @@ void lmf_attn_paged_item(float *out, const float *q, const void *k, const void *
                          const lmf_paged_seq *sq, int row, int kvh, const lmf_paged_shape *s,
                          float *scratch);
 
+/* Asks for the first cached key and value rows (a window of a few KB) that an item of KV head
+ * kvh of sequence sq reads, those of the positions before sq->start, into L2: called one item
+ * ahead, their memory latency overlaps the item before it instead of stalling this one. */
+void lmf_attn_paged_prefetch(const void *k, const void *v, const lmf_paged_seq *sq, int kvh,
+                             const lmf_paged_shape *s);
+
 /* A streaming read of n regions (p[r], bytes[r]) in turn (the memory-bandwidth probe of the
  * decode bench), in one parallel region on the current thread count: each thread reads its
  * contiguous share of every region, as the decode step's threads share each product. Returns

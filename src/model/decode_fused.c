@@ -33,7 +33,14 @@ enum {
      * 29-32 GMAC/s a core with the weights coming from memory); below it, it wastes the rows
      * it pads to 16 and ties at 16. */
     XT_MIN_ROWS = 24,
-    SPIN_LIMIT = 1 << 12 /* pause-loops waiting for a phase before yielding the core */
+    SPIN_LIMIT = 1 << 12, /* pause-loops waiting for a phase before yielding the core */
+    /* Up to this many rows the gate and up products are separate items (gate's rows, then
+     * up's: one stream, as the two lie next to each other) and each thread applies SwiGLU as
+     * it prepares the down product's input. An item of both read two streams 126 KB each and
+     * switched between them; one-token bf16 steps +1.5-3.3 % (per-token medians against the
+     * bench's read, 27-42 GB/s), f32 +1 %. Each thread then redoes n x ffn exps: nothing at one
+     * or two rows. */
+    SPLIT_GU_MAX_ROWS = 2
 };
 
 typedef struct steal_range {
@@ -52,6 +59,7 @@ typedef struct fused {
     const step_bufs *b;
     float *logits;
     int n, n_seqs, n_out, nt, n_phases;
+    int split_gu; /* gate and up products as separate items (SPLIT_GU_MAX_ROWS) */
     int qx; /* quantized weights whose kernels read the input reordered (prepare() writes xb) */
     int rows_c, rows_o, rows_gu, rows_f; /* weight rows per item of each kind of product */
     lmf_paged_shape ps;
@@ -100,9 +108,21 @@ static size_t attn_floats(const lmf_model *m) {
     return align64(sizeof(float) * lmf_attn_paged_scratch(&s)) / sizeof(float);
 }
 
+/* Whether a step of n rows runs the gate and up products as separate items. */
+static int splits_gu(int n) {
+    return n <= SPLIT_GU_MAX_ROWS;
+}
+
+/* Floats of a thread's buffer xn: normed rows of the hidden size, or the SwiGLU of n rows of
+ * ffn values when the thread applies it itself. */
+static size_t xn_floats(const lmf_model *m, int n) {
+    const lmf_model_config *c = &m->cfg;
+    return (size_t)n * (splits_gu(n) && c->ffn > c->hidden ? c->ffn : c->hidden);
+}
+
 static size_t priv_bytes(const lmf_model *m, int n) {
     const lmf_model_config *c = &m->cfg;
-    return align64(sizeof(float) * (size_t)n * c->hidden) + align64(xb_bytes(m, n)) +
+    return align64(sizeof(float) * xn_floats(m, n)) + align64(xb_bytes(m, n)) +
            sizeof(float) * attn_floats(m) + align64(sizeof(float) * (size_t)n * c->head_dim);
 }
 
@@ -155,7 +175,7 @@ static int phase_items(const fused *f, int p) {
     case PH_O:
         return ceil_div(c->hidden, f->rows_o);
     case PH_GU:
-        return ceil_div(c->ffn, f->rows_gu);
+        return f->split_gu ? 2 * ceil_div(c->ffn, f->rows_c) : ceil_div(c->ffn, f->rows_gu);
     default:
         return ceil_div(c->hidden, f->rows_f);
     }
@@ -203,6 +223,11 @@ static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
             break;
         case PH_GU:
             id = LMF_GATE, rows = f->rows_gu, out = c->ffn;
+            if (f->split_gu) { /* gate's items, then up's */
+                int ng = ceil_div(c->ffn, f->rows_c);
+                rows = f->rows_c;
+                if (it >= ng) it -= ng, id = LMF_UP;
+            }
             break;
         case PH_DOWN:
             id = LMF_DOWN, rows = f->rows_f, out = c->hidden, in = c->ffn;
@@ -226,24 +251,45 @@ static const char *item_weights(const fused *f, int p, int it, size_t *bytes) {
  * 1 and 2 threads, interleaved A/B; 16 KB instead of 4 was no better and slowed q8_0). */
 enum { PF_START = 4 << 10 };
 
+static int is_attention(const fused *f, int p) {
+    return p < f->n_phases - 1 && p % PH_PER_LAYER == PH_ATT;
+}
+
+/* The next item of this thread's own range of phase p, or -1. */
+static int next_own(const fused *f, int p, int tid) {
+    unsigned long long r =
+        atomic_load_explicit(&f->rg[(size_t)p * f->nt + tid].r, memory_order_relaxed);
+    return (unsigned)r < (unsigned)(r >> 32) ? (int)(unsigned)r : -1;
+}
+
 /* The weights of the first item left in this thread's own range of phase w; NULL when none
  * is left, w is past the last phase or an attention phase. */
 static const char *first_item(const fused *f, int w, int tid, size_t *bytes) {
     *bytes = 0;
-    if (w >= f->n_phases) return NULL;
-    unsigned long long r =
-        atomic_load_explicit(&f->rg[(size_t)w * f->nt + tid].r, memory_order_relaxed);
-    unsigned lo = (unsigned)r, hi = (unsigned)(r >> 32);
-    return lo < hi ? item_weights(f, w, (int)lo, bytes) : NULL;
+    int it = w < f->n_phases ? next_own(f, w, tid) : -1;
+    return it >= 0 ? item_weights(f, w, it, bytes) : NULL;
 }
 
 /* The phase whose weights a thread streams next when it runs phase w next: w, or the o phase
  * after an attention phase. */
 static int weight_phase(const fused *f, int w) {
-    return w < f->n_phases - 1 && w % PH_PER_LAYER == PH_ATT ? w + 1 : w;
+    return is_attention(f, w) ? w + 1 : w;
+}
+
+/* The cached rows attention item `it` of phase p reads first, asked for into L2 (see
+ * lmf_attn_paged_prefetch): before this thread's first item of the phase, as it reaches the
+ * phase; then one own item ahead (it < 0: none). The cache was evicted by the weights streamed
+ * since the last token, and an item that starts cold waits a memory latency per block: one-token
+ * bf16 steps +0.6-1.7 % (per-token medians against the bench's read, 4 runs). */
+static void attention_prefetch(const fused *f, int p, int it) {
+    if (it < 0) return;
+    const lmf_paged_seq *sq = &f->b->pseqs[it / f->ps.KVH];
+    size_t off = (size_t)(p / PH_PER_LAYER) * f->kv->layer_bytes;
+    lmf_attn_paged_prefetch(f->kv->kbuf + off, f->kv->vbuf + off, sq, it % f->ps.KVH, &f->ps);
 }
 
 static void start_stream(const fused *f, int w, int tid) {
+    if (is_attention(f, w)) attention_prefetch(f, w, next_own(f, w, tid));
     size_t bytes;
     const char *q = first_item(f, weight_phase(f, w), tid, &bytes);
     if (!q) return;
@@ -433,6 +479,12 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
         break;
     }
     case PH_GU: {
+        if (f->split_gu) {
+            int ng = ceil_div(F, f->rows_c), up = it >= ng, r0 = (it - up * ng) * f->rows_c,
+                r1 = r0 + f->rows_c < F ? r0 + f->rows_c : F;
+            product(f, l, up ? LMF_UP : LMF_GATE, C, up ? b->up : b->gate, F, r0, r1, xn, xb, n);
+            break;
+        }
         int r0 = it * f->rows_gu, r1 = r0 + f->rows_gu < F ? r0 + f->rows_gu : F;
         product(f, l, LMF_GATE, C, b->gate, F, r0, r1, xn, xb, n);
         product(f, l, LMF_UP, C, b->up, F, r0, r1, xn, xb, n);
@@ -443,7 +495,7 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
     }
     default: {
         int r0 = it * f->rows_f, r1 = r0 + f->rows_f < C ? r0 + f->rows_f : C;
-        product(f, l, LMF_DOWN, F, b->xn, C, r0, r1, b->h, xb, n);
+        product(f, l, LMF_DOWN, F, b->xn, C, r0, r1, xn, xb, n);
         if (!m->tp) residual(b->x, b->xn, n, C, r0, r1);
         break;
     }
@@ -454,10 +506,11 @@ static void do_item(const fused *f, int p, int it, const float *xn, const uint16
  * back; the items it did are counted once at the end. */
 static void run_phase(fused *f, int p, int tid, const float *xn, const uint16_t *xb,
                       float *scratch) {
-    int did = 0, it;
+    int did = 0, it, att = is_attention(f, p);
     for (int v = 0; v < f->nt; v++) {
         steal_range *R = &f->rg[(size_t)p * f->nt + (tid + v) % f->nt];
         while (grab(R, v == 0, &it)) {
+            if (att && v == 0) attention_prefetch(f, p, next_own(f, p, tid));
             do_item(f, p, it, xn, xb, scratch);
             did++;
         }
@@ -498,7 +551,7 @@ static void thread_run(fused *f) {
     if (tid >= f->nt) return;
     uint8_t *pv = f->priv + (size_t)tid * f->priv_bytes;
     float *xn = (float *)pv;
-    uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * (size_t)n * C));
+    uint16_t *xb = (uint16_t *)(pv + align64(sizeof(float) * xn_floats(m, n)));
     float *scratch = (float *)((uint8_t *)xb + align64(xb_bytes(m, n)));
     /* the caller's hook, on one thread: the others take over its items if it is held up */
     if (tid == 0 && m->step_hook) m->step_hook(m->step_hook_arg);
@@ -518,7 +571,15 @@ static void thread_run(fused *f) {
         in = prepare(f, b->x, w->mlp_norm, n, C, xn, xb);
         run_phase(f, p + PH_GU, tid, in, xb, scratch);
         wait_done(f, p + PH_GU, p + PH_DOWN, tid);
-        in = prepare(f, b->h, NULL, n, c->ffn, xn, xb);
+        if (f->split_gu) {
+            int F = c->ffn;
+            for (int i = 0; i < n; i++)
+                lmf_swiglu_row(xn + (size_t)i * F, b->gate + (size_t)i * F, b->up + (size_t)i * F,
+                               F);
+            in = prepare(f, xn, NULL, n, F, NULL, xb);
+        } else {
+            in = prepare(f, b->h, NULL, n, c->ffn, xn, xb);
+        }
         run_phase(f, p + PH_DOWN, tid, in, xb, scratch);
     }
     int last = f->n_phases - 1;
@@ -547,6 +608,7 @@ void lmf_fused_step(lmf_model *m, lmf_kv_pool *kv, const lmf_seq_step *seqs, int
                .nt = nt};
     for (int i = 0; i < n_seqs; i++) f.n_out += seqs[i].want_logits != 0;
     f.n_phases = n_phases(m);
+    f.split_gu = splits_gu(n);
     f.qx = m->quantized && lmf_quant_reorders_input((lmf_qtype)m->qtype);
     f.rows_c = item_rows(m, c->hidden, n);
     f.rows_o = item_rows(m, c->heads * c->head_dim, n);

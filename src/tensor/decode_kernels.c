@@ -622,6 +622,11 @@ KV_INLINE void attn_prefetch(const uint8_t *k, const uint8_t *v, const lmf_paged
  * 8.0-8.8 / 4.8-5.5; 4 KB 9.2-9.5 / 5.1-5.4. */
 enum { PF_BYTES = 8 << 10 };
 
+/* Positions of one head's rows in the first PF_BYTES window an item asks for. */
+static int attn_window(const lmf_paged_shape *s, lmf_kv_dtype T) {
+    return (int)(PF_BYTES / (2 * (lmf_kv_dtype_size(T) * s->D + (T == LMF_KV_INT8 ? 4 : 0))));
+}
+
 KV_INLINE void attn_item(float *out, const float *q, const uint8_t *k, const uint8_t *v,
                          const lmf_paged_seq *sq, int upto, int kvh, const lmf_paged_shape *s,
                          float *sc, float *acc, float *mx, float *sum, float *wv, lmf_kv_dtype T) {
@@ -630,7 +635,7 @@ KV_INLINE void attn_item(float *out, const float *q, const uint8_t *k, const uin
     /* The rows are asked for PF_BYTES ahead of their use, not all at once: a long context's
      * rows (1 MB of f32 keys and values per head at 2048 tokens) evicted each other from L2
      * before they were read, and thousands of prefetches at once stall on the miss buffers. */
-    int ahead = (int)(PF_BYTES / (2 * (lmf_kv_dtype_size(T) * D + (T == LMF_KV_INT8 ? 4 : 0))));
+    int ahead = attn_window(s, T);
     attn_prefetch(k, v, sq, 0, ahead < upto + 1 ? ahead : upto + 1, kvh, s, T);
     for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
     memset(acc, 0, sizeof(float) * (size_t)G * D);
@@ -700,6 +705,18 @@ static void attn_item_bf16(ATTN_ITEM_ARGS) {
 }
 static void attn_item_int8(ATTN_ITEM_ARGS) {
     ATTN_ITEM_CALL(LMF_KV_INT8);
+}
+
+void lmf_attn_paged_prefetch(const void *k, const void *v, const lmf_paged_seq *sq, int kvh,
+                             const lmf_paged_shape *s) {
+    lmf_kv_dtype T = s->dtype;
+    int to = attn_window(s, T) < sq->start ? attn_window(s, T) : sq->start;
+    if (T == LMF_KV_BF16)
+        attn_prefetch(k, v, sq, 0, to, kvh, s, LMF_KV_BF16);
+    else if (T == LMF_KV_INT8)
+        attn_prefetch(k, v, sq, 0, to, kvh, s, LMF_KV_INT8);
+    else
+        attn_prefetch(k, v, sq, 0, to, kvh, s, LMF_KV_F32);
 }
 
 size_t lmf_attn_paged_scratch(const lmf_paged_shape *s) {
