@@ -299,9 +299,8 @@ static void start_stream(const fused *f, int w, int tid) {
 
 /* Waits until phase p is done. Meanwhile the memory bus is not left idle: the first item of
  * this thread's range of the weights it streams next (those of phase `next`, the phase it runs
- * after p, or of the o phase after an attention phase) is prefetched into L2. Waiting for the
- * q/k/v products with the o weights prefetched rather than none: one-token bf16 steps +0.5 %
- * (per-token medians against the bench's read, three runs, each ahead). */
+ * after p, or of the o phase after an attention phase: that one measured neutral, +-0.5 % by
+ * the per-token median) is prefetched into L2. */
 static void wait_done(const fused *f, int p, int next, int tid) {
     phase_sync *ph = &f->ph[p];
     start_stream(f, next, tid);
