@@ -48,10 +48,18 @@ void lmf_matvec_bf16_ref(float *y, const float *x, const uint16_t *W, int n, int
  * 5-10 % slower than none. */
 #define ROW_PREFETCH 2048
 
+/* Asks for bytes at p into L2. The tiles read a quad of weight rows as 4 interleaved streams
+ * of a few KB, then jump to the next quad: the hardware prefetcher did not keep up, and asking
+ * for the next quad's rows while a quad's tiles run made the bf16 tiles 8-20 % faster on weights
+ * from memory (one thread) and a bf16 step of 4 / 8 / 16 rows 35 / 46 / 18 % faster (32 decodes
+ * + a 32-token prefill: 11 %); f32 +1-2 %. Into L1 instead was 2 % slower. */
+static inline void prefetch_l2(const void *p, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 2);
+}
+
 /* Asks for the `lines` cache lines ROW_PREFETCH bytes after p into L2. */
 static inline void prefetch_ahead(const void *p, int lines) {
-    const char *q = (const char *)p + ROW_PREFETCH;
-    for (int i = 0; i < lines; i++) __builtin_prefetch(q + 64 * i, 0, 2);
+    prefetch_l2((const char *)p + ROW_PREFETCH, 64 * (size_t)lines);
 }
 
 #if defined(__AVX512F__)
@@ -235,15 +243,6 @@ static void tile_bf16(float *y, int ldy, const uint16_t *x, size_t ldx, int in, 
  * (the down product) are 32 KB, all of L1, and ran at 72-80 GMAC/s a core against 91-108 at 768;
  * in blocks of at most KBLOCK (sums of later blocks added to y) they stay in L1. */
 #define KBLOCK 1024
-
-/* Asks for bytes at p into L2. The tiles read a quad of weight rows as 4 interleaved streams
- * of a few KB, then jump to the next quad: the hardware prefetcher did not keep up, and asking
- * for the next quad's rows while a quad's tiles run made the bf16 tiles 8-20 % faster on weights
- * from memory (one thread) and a bf16 step of 4 / 8 / 16 rows 35 / 46 / 18 % faster (32 decodes
- * + a 32-token prefill: 11 %); f32 +1-2 %. Into L1 instead was 2 % slower. */
-static inline void prefetch_l2(const void *p, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 2);
-}
 
 /* Rows r0..r1 of the product on the calling thread: input rows in blocks of XBLOCK, tiles of
  * 4 x 4 over the inputs in blocks of about KBLOCK (multiples of 32) with the next quad of weight
@@ -709,14 +708,8 @@ static void attn_item_int8(ATTN_ITEM_ARGS) {
 
 void lmf_attn_paged_prefetch(const void *k, const void *v, const lmf_paged_seq *sq, int kvh,
                              const lmf_paged_shape *s) {
-    lmf_kv_dtype T = s->dtype;
-    int to = attn_window(s, T) < sq->start ? attn_window(s, T) : sq->start;
-    if (T == LMF_KV_BF16)
-        attn_prefetch(k, v, sq, 0, to, kvh, s, LMF_KV_BF16);
-    else if (T == LMF_KV_INT8)
-        attn_prefetch(k, v, sq, 0, to, kvh, s, LMF_KV_INT8);
-    else
-        attn_prefetch(k, v, sq, 0, to, kvh, s, LMF_KV_F32);
+    int to = attn_window(s, s->dtype);
+    attn_prefetch(k, v, sq, 0, to < sq->start ? to : sq->start, kvh, s, s->dtype);
 }
 
 size_t lmf_attn_paged_scratch(const lmf_paged_shape *s) {
